@@ -1,0 +1,7 @@
+"""admin endpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()

@@ -1,0 +1,7 @@
+"""rest endpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
