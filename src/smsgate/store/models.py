@@ -340,3 +340,115 @@ class AuditLog(Base):
     entity: Mapped[str] = mapped_column(String(32))
     entity_id: Mapped[str] = mapped_column(String(64))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class AccessCode(Base):
+    """A generated access code (seed 000): what the subscriber received and may check."""
+
+    __tablename__ = "access_codes"
+    __table_args__ = (UniqueConstraint("service_id", "code"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"))
+    code: Mapped[str] = mapped_column(String(32))
+    mo_id: Mapped[int | None] = mapped_column(ForeignKey("mo_messages.id"), index=True)
+    msisdn: Mapped[str] = mapped_column(String(32), default="")
+    kind: Mapped[str] = mapped_column(
+        String(32)
+    )  # period_from_issue | period_from_first_use | uses
+    issued_at: Mapped[datetime]
+    # The end of the validity period, once known (from issue, or from the first use).
+    valid_until: Mapped[datetime | None] = mapped_column(default=None)
+    # An absolute end for codes that are never used (optional per service).
+    lifetime_until: Mapped[datetime | None] = mapped_column(default=None)
+    first_used_at: Mapped[datetime | None] = mapped_column(default=None)
+    uses_left: Mapped[int | None] = mapped_column(Integer, default=None)
+    uses_count: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | expired | used
+
+
+class CodeCheck(Base):
+    """Every check attempt of a code: who asked, from where, what was answered."""
+
+    __tablename__ = "code_checks"
+    __table_args__ = (Index("ix_code_checks_service_id_at", "service_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    # Unknown services are not stored by id: INVALID_INPUT must not hint that they exist.
+    service_id: Mapped[int | None] = mapped_column(ForeignKey("services.id"), default=None)
+    code_id: Mapped[int | None] = mapped_column(ForeignKey("access_codes.id"), index=True)
+    code_given: Mapped[str] = mapped_column(String(64), default="")
+    at: Mapped[datetime]
+    requester_ip: Mapped[str] = mapped_column(String(64), default="")
+    user_ip: Mapped[str] = mapped_column(String(64), default="")
+    answer: Mapped[str] = mapped_column(String(32))
+    via: Mapped[str] = mapped_column(String(16), default="legacy")  # legacy | rest | hosted
+
+
+class Route(Base):
+    """Which operator link carries MTs to a destination country (None: the default route)."""
+
+    __tablename__ = "routes"
+    __table_args__ = (UniqueConstraint("country", "operator_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    country: Mapped[str | None] = mapped_column(String(2), default=None)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class QuotaCounter(Base):
+    """Parts sent by a service in one calendar window (``d:2026-01-31``, ``w:2026-W05``,
+    ``m:2026-01``), moved in the transaction that accepts a message."""
+
+    __tablename__ = "quota_counters"
+
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), primary_key=True)
+    window: Mapped[str] = mapped_column(String(16), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class SendMark(Base):
+    """When a service last sent (``scope`` empty) or last sent to one recipient (``scope`` is
+    the msisdn): the minimum interval between messages is checked against it."""
+
+    __tablename__ = "send_marks"
+
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    last_at: Mapped[datetime]
+
+
+class OptOut(Base):
+    """A recipient who must not get a service's messages."""
+
+    __tablename__ = "opt_outs"
+
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), primary_key=True)
+    msisdn: Mapped[str] = mapped_column(String(32), primary_key=True)
+    reason: Mapped[str] = mapped_column(String(32))  # stop_mo | merchant
+    at: Mapped[datetime]
+
+
+class Campaign(Base):
+    """A bulk send from a CSV file; its rows make it resumable without sending twice."""
+
+    __tablename__ = "campaigns"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id"), index=True)
+    source: Mapped[str] = mapped_column(String(255))
+    source_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str] = mapped_column(String(16))  # running | done | interrupted
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+
+class CampaignRow(Base):
+    __tablename__ = "campaign_rows"
+
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id"), primary_key=True)
+    row_no: Mapped[int] = mapped_column(Integer, primary_key=True)
+    mt_id: Mapped[int | None] = mapped_column(ForeignKey("mt_messages.id"), default=None)
+    outcome: Mapped[str] = mapped_column(String(32), default="")
