@@ -1,0 +1,436 @@
+"""The outbox: jobs written in the caller's transaction, claimed by workers under a lease.
+
+Life of a job (``jobs.status``)::
+
+    queued --claim--> running --complete--> done
+      ^                  |  \\--fail, attempts left--> queued (run_at = now + backoff)
+      |                  |   \\-fail, none left / permanent--> dead
+      |                  \\--lease expired (worker died)--> claimable again
+      +------requeue_dead------ dead
+
+- ``enqueue`` only inserts: it runs inside the transaction of the use case that decided on the
+  work, so the job exists if and only if that decision was committed (DESIGN.md §2.1).
+- ``claim`` marks due jobs ``running`` for one worker until ``lease_until``. On PostgreSQL the
+  candidate rows are locked ``FOR UPDATE SKIP LOCKED``, so concurrent workers take disjoint
+  sets without waiting on each other; on SQLite the single ``UPDATE ... RETURNING`` runs under
+  ``BEGIN IMMEDIATE`` (store/db.py), which serialises writers.
+- Every claim adds one to ``attempts``; ``(locked_by, attempts)`` then names that claim alone.
+  ``complete``, ``fail``, ``extend_lease`` and ``release`` only act while the job still carries
+  that pair, so a worker that lost its lease (it stalled past ``lease_until`` and another
+  worker took the job over) cannot overwrite the newer claim's outcome.
+- A job whose worker died stays ``running`` until its lease expires; the next claim takes it
+  again. Delivery is therefore at least once: a handler must tolerate running twice.
+
+Each function works in the session it is given and never commits.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import and_, delete, event, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from smsgate.domain.backoff import DEFAULT_RETRY, RetryPolicy
+from smsgate.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
+from smsgate.store.models import Job
+
+QUEUED: Final = "queued"
+RUNNING: Final = "running"
+DONE: Final = "done"
+DEAD: Final = "dead"
+STATUSES: Final = (QUEUED, RUNNING, DONE, DEAD)
+
+DEFAULT_MAX_ATTEMPTS: Final = 12
+# last_error keeps the start of long tracebacks only: it is for people, not for parsing.
+MAX_ERROR_CHARS: Final = 2000
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    """A job as one worker holds it: ``attempt`` is this claim's number (1 for the first)."""
+
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    attempt: int
+    max_attempts: int
+    worker_id: str
+    lease_until: datetime
+    run_at: datetime
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class OutboxStats:
+    """Waiting work: queued and running jobs by kind, and the lag of the oldest due job."""
+
+    depth_by_kind: dict[str, int]
+    oldest_due_age_seconds: float
+
+
+# --- enqueue -----------------------------------------------------------------------------
+
+
+async def enqueue(
+    session: AsyncSession,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    now: datetime,
+    run_at: datetime | None = None,
+    max_attempts: int | None = None,
+    dedupe_key: str | None = None,
+) -> int:
+    """Add a job in the caller's transaction and return its id.
+
+    With ``dedupe_key`` the job exists at most once: when a job with that key was already
+    written (by this transaction or a committed one), nothing is added and that job's id is
+    returned.
+    """
+    if not kind:
+        raise ValueError("a job needs a kind")
+    attempts_allowed = DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts
+    if attempts_allowed < 1:
+        raise ValueError("max_attempts must be at least 1")
+    values: dict[str, Any] = {
+        "kind": kind,
+        "payload": payload,
+        "status": QUEUED,
+        "run_at": run_at or now,
+        "attempts": 0,
+        "max_attempts": attempts_allowed,
+        "last_error": "",
+        "dedupe_key": dedupe_key,
+        "created_at": now,
+        "updated_at": now,
+    }
+    if dedupe_key is None:
+        job_id = (
+            await session.execute(_insert(session).values(**values).returning(Job.id))
+        ).scalar_one()
+    else:
+        statement = (
+            _insert(session)
+            .values(**values)
+            .on_conflict_do_nothing(index_elements=[Job.dedupe_key])
+            .returning(Job.id)
+        )
+        inserted = (await session.execute(statement)).scalar_one_or_none()
+        if inserted is None:
+            existing = await session.execute(select(Job.id).where(Job.dedupe_key == dedupe_key))
+            return int(existing.scalar_one())
+        job_id = inserted
+    _wake_after_commit(session)
+    return int(job_id)
+
+
+def _insert(session: AsyncSession) -> Any:
+    # Both dialects' insert() know ON CONFLICT DO NOTHING; the generic one does not.
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(Job)
+    return sqlite.insert(Job)
+
+
+# --- claim and finish ----------------------------------------------------------------------
+
+
+async def claim(
+    session: AsyncSession,
+    *,
+    worker_id: str,
+    kinds: Collection[str],
+    limit: int,
+    lease_seconds: float,
+    now: datetime,
+) -> list[ClaimedJob]:
+    """Take up to ``limit`` due jobs of ``kinds`` for ``worker_id``, oldest due first.
+
+    Due: ``queued`` with ``run_at <= now``, or ``running`` with an expired lease (its worker
+    died or stalled). An expired job that already used its last attempt is made ``dead``
+    instead, so a job that kills its worker every time cannot loop forever.
+    """
+    if limit < 1 or not kinds:
+        return []
+    kinds = list(kinds)
+    lease_until = now + timedelta(seconds=lease_seconds)
+    expired = and_(Job.status == RUNNING, Job.lease_until < now)
+    await session.execute(
+        update(Job)
+        .where(expired, Job.kind.in_(kinds), Job.attempts >= Job.max_attempts)
+        .values(
+            status=DEAD,
+            locked_by=None,
+            lease_until=None,
+            last_error=func.substr(
+                "lease expired on the last attempt (the worker died or stalled); " + Job.last_error,
+                1,
+                MAX_ERROR_CHARS,
+            ),
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    candidates = (
+        select(Job.id)
+        .where(
+            Job.kind.in_(kinds),
+            or_(and_(Job.status == QUEUED, Job.run_at <= now), expired),
+        )
+        .order_by(Job.run_at, Job.id)
+        .limit(limit)
+        # PostgreSQL: rows another worker is claiming right now are skipped, not waited for.
+        # SQLite has no row locks (the clause is not rendered); BEGIN IMMEDIATE serialises.
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        update(Job)
+        .where(Job.id.in_(candidates.scalar_subquery()))
+        .values(
+            status=RUNNING,
+            locked_by=worker_id,
+            lease_until=lease_until,
+            attempts=Job.attempts + 1,
+            updated_at=now,
+        )
+        .returning(
+            Job.id,
+            Job.kind,
+            Job.payload,
+            Job.attempts,
+            Job.max_attempts,
+            Job.run_at,
+            Job.created_at,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    claimed = [
+        ClaimedJob(
+            id=row.id,
+            kind=row.kind,
+            payload=dict(row.payload or {}),
+            attempt=row.attempts,
+            max_attempts=row.max_attempts,
+            worker_id=worker_id,
+            lease_until=lease_until,
+            run_at=row.run_at,
+            created_at=row.created_at,
+        )
+        for row in result
+    ]
+    claimed.sort(key=lambda job: (job.run_at, job.id))
+    return claimed
+
+
+def _ours(job: ClaimedJob) -> Any:
+    return and_(
+        Job.id == job.id,
+        Job.status == RUNNING,
+        Job.locked_by == job.worker_id,
+        Job.attempts == job.attempt,
+    )
+
+
+async def complete(session: AsyncSession, job: ClaimedJob, *, now: datetime) -> bool:
+    """Mark the job done; False (and nothing changed) when the claim is no longer ours."""
+    result = await session.execute(
+        update(Job)
+        .where(_ours(job))
+        .values(status=DONE, locked_by=None, lease_until=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+async def fail(
+    session: AsyncSession,
+    job: ClaimedJob,
+    *,
+    error: str,
+    now: datetime,
+    permanent: bool = False,
+    policy: RetryPolicy = DEFAULT_RETRY,
+    rand: Callable[[], float] = random.random,
+) -> str | None:
+    """Record a failed attempt: back to ``queued`` after a backoff delay, or ``dead`` when no
+    attempts are left (or ``permanent``). Returns the new status, or None when the claim is no
+    longer ours."""
+    if permanent or job.attempt >= job.max_attempts:
+        values: dict[str, Any] = {"status": DEAD}
+    else:
+        delay = policy.delay(job.attempt, rand())
+        values = {"status": QUEUED, "run_at": now + timedelta(seconds=delay)}
+    values.update(
+        locked_by=None, lease_until=None, last_error=error[:MAX_ERROR_CHARS], updated_at=now
+    )
+    result = await session.execute(
+        update(Job).where(_ours(job)).values(**values).execution_options(synchronize_session=False)
+    )
+    return str(values["status"]) if _rowcount(result) == 1 else None
+
+
+async def extend_lease(
+    session: AsyncSession, job: ClaimedJob, *, lease_seconds: float, now: datetime
+) -> datetime | None:
+    """Push the lease of a job still running to ``now + lease_seconds``; None if not ours."""
+    lease_until = now + timedelta(seconds=lease_seconds)
+    result = await session.execute(
+        update(Job)
+        .where(_ours(job))
+        .values(lease_until=lease_until, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return lease_until if _rowcount(result) == 1 else None
+
+
+async def release(session: AsyncSession, job: ClaimedJob, *, now: datetime) -> bool:
+    """Give an unfinished job back (the worker is shutting down): queued again at once, and
+    the attempt it was given does not count."""
+    result = await session.execute(
+        update(Job)
+        .where(_ours(job))
+        .values(
+            status=QUEUED,
+            locked_by=None,
+            lease_until=None,
+            attempts=Job.attempts - 1,
+            run_at=now,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result) == 1
+
+
+async def requeue_dead(session: AsyncSession, job_id: int, *, now: datetime) -> bool:
+    """Give a dead job a fresh set of attempts, due now. False if it is not dead."""
+    result = await session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == DEAD)
+        .values(
+            status=QUEUED, attempts=0, run_at=now, locked_by=None, lease_until=None, updated_at=now
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if _rowcount(result) != 1:
+        return False
+    _wake_after_commit(session)
+    return True
+
+
+def _rowcount(result: Any) -> int:
+    return int(result.rowcount)
+
+
+# --- reading -----------------------------------------------------------------------------
+
+
+async def get_job(session: AsyncSession, job_id: int) -> Job | None:
+    return await session.get(Job, job_id, populate_existing=True)
+
+
+async def list_jobs(
+    session: AsyncSession,
+    *,
+    status: str | None = None,
+    kind: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Sequence[Job]:
+    """Jobs, newest first, optionally of one status and kind (for the panel and the API)."""
+    query = select(Job).order_by(Job.id.desc()).limit(limit).offset(offset)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    return (await session.execute(query)).scalars().all()
+
+
+async def count_jobs(session: AsyncSession) -> dict[tuple[str, str], int]:
+    """Number of jobs by ``(status, kind)``."""
+    rows = await session.execute(
+        select(Job.status, Job.kind, func.count()).group_by(Job.status, Job.kind)
+    )
+    return {(status, kind): int(count) for status, kind, count in rows}
+
+
+async def outbox_stats(session: AsyncSession, *, now: datetime) -> OutboxStats:
+    rows = await session.execute(
+        select(Job.kind, func.count()).where(Job.status.in_((QUEUED, RUNNING))).group_by(Job.kind)
+    )
+    depth = {kind: int(count) for kind, count in rows}
+    oldest = (
+        await session.execute(
+            select(func.min(Job.run_at)).where(Job.status == QUEUED, Job.run_at <= now)
+        )
+    ).scalar_one_or_none()
+    age = 0.0
+    if oldest is not None:
+        age = max(0.0, (now - oldest).total_seconds())
+    return OutboxStats(depth_by_kind=depth, oldest_due_age_seconds=age)
+
+
+_published_kinds: set[str] = set()
+
+
+def publish_outbox_metrics(stats: OutboxStats) -> None:
+    """Set the outbox gauges; a kind that drained since the last call reads 0, not stale."""
+    for kind in _published_kinds - stats.depth_by_kind.keys():
+        OUTBOX_DEPTH.labels(kind=kind).set(0)
+    for kind, depth in stats.depth_by_kind.items():
+        OUTBOX_DEPTH.labels(kind=kind).set(depth)
+        _published_kinds.add(kind)
+    OUTBOX_OLDEST_AGE.set(stats.oldest_due_age_seconds)
+
+
+async def purge_done(session: AsyncSession, *, older_than: datetime) -> int:
+    """Delete finished jobs last touched before ``older_than``; returns how many."""
+    result = await session.execute(
+        delete(Job)
+        .where(Job.status == DONE, Job.updated_at < older_than)
+        .execution_options(synchronize_session=False)
+    )
+    return _rowcount(result)
+
+
+# --- waking workers of this process after a commit -----------------------------------------
+
+_wakeups: set[Callable[[], None]] = set()
+_PENDING = "smsgate.jobs.wake_pending"
+_LISTENING = "smsgate.jobs.wake_listening"
+
+
+def on_jobs_committed(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` after any transaction of this process that added a job commits.
+
+    Only latency depends on it: workers poll as well, and jobs committed by other processes
+    are only ever found by polling. Returns a function that unsubscribes. The callback runs in
+    the committing thread and must be quick and thread-safe.
+    """
+    _wakeups.add(callback)
+    return lambda: _wakeups.discard(callback)
+
+
+def _wake_after_commit(session: AsyncSession) -> None:
+    sync_session = session.sync_session
+    sync_session.info[_PENDING] = True
+    if not sync_session.info.get(_LISTENING):
+        sync_session.info[_LISTENING] = True
+        event.listen(sync_session, "after_commit", _after_commit)
+        event.listen(sync_session, "after_rollback", _after_rollback)
+
+
+def _after_commit(session: Session) -> None:
+    if session.info.pop(_PENDING, False):
+        for callback in list(_wakeups):
+            callback()
+
+
+def _after_rollback(session: Session) -> None:
+    session.info.pop(_PENDING, None)
