@@ -1,0 +1,342 @@
+"""The worker: claims due outbox jobs and runs their handlers, many at once.
+
+One loop claims as many jobs as there are free slots (``concurrency``), starts each as a task,
+then sleeps until the poll interval passes or something wakes it: a job committed in this
+process (``store.jobs.on_jobs_committed``, ``Runtime.jobs_nudge``, ``Worker.nudge``) or a slot
+freed while more work may be waiting. Polling stays as the safety net for jobs committed by
+other processes.
+
+Leases: a claimed job is ours until ``lease_until``; while its handler runs, a heartbeat pushes
+the lease forward every third of ``lease_seconds``. A worker that dies stops the heartbeat and
+its jobs become claimable when the lease runs out, so a job is lost never, but may run twice
+(handlers are idempotent). ``job_timeout_seconds`` bounds a handler that hangs.
+
+Stopping: ``stop()`` ends claiming; ``run()`` returns once the running jobs finish, or after
+``drain_seconds``, when the rest are cancelled and given back to the queue (``release``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from smsgate.domain.backoff import DEFAULT_RETRY, RetryPolicy
+from smsgate.runtime import Runtime
+from smsgate.store import jobs
+from smsgate.store.jobs import ClaimedJob
+from smsgate.worker.handler import Handler, JobContext, PermanentJobError
+from smsgate.worker.webhook_sender import DELIVER_KIND, WEBHOOK_RETRY, WebhookSender
+
+log = logging.getLogger("smsgate.worker")
+
+
+@runtime_checkable
+class _Closable(Protocol):
+    async def aclose(self) -> None: ...
+
+
+def default_handlers(runtime: Runtime) -> dict[str, Handler]:
+    """The handlers this package provides: ``webhook.deliver``.
+
+    The composition root adds the other kinds (``mt.submit``, ``rebill``, ...) to this
+    mapping before building the ``Worker``; see docs/worker.md.
+    """
+    return {DELIVER_KIND: WebhookSender(runtime)}
+
+
+def default_retry_policies() -> dict[str, RetryPolicy]:
+    return {DELIVER_KIND: WEBHOOK_RETRY}
+
+
+def new_worker_id() -> str:
+    """Host, process and a random suffix: unique even when a pid is reused after a crash."""
+    return f"{socket.gethostname()[:80]}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class Worker:
+    def __init__(
+        self,
+        runtime: Runtime,
+        handlers: Mapping[str, Handler],
+        *,
+        worker_id: str | None = None,
+        concurrency: int | None = None,
+        poll_seconds: float | None = None,
+        lease_seconds: float | None = None,
+        retry_policies: Mapping[str, RetryPolicy] | None = None,
+        job_timeout_seconds: float | None = None,
+        drain_seconds: float = 30.0,
+        metrics_interval_seconds: float = 15.0,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        settings = runtime.settings
+        self._runtime = runtime
+        self._handlers = dict(handlers)
+        self.worker_id = worker_id or new_worker_id()
+        self._concurrency = concurrency or settings.worker_concurrency
+        self._poll_seconds = settings.worker_poll_seconds if poll_seconds is None else poll_seconds
+        self._lease_seconds = lease_seconds or settings.job_lease_seconds
+        self._retry = {**default_retry_policies(), **(retry_policies or {})}
+        self._job_timeout = job_timeout_seconds
+        self._drain_seconds = drain_seconds
+        self._metrics_interval = metrics_interval_seconds
+        self._rand = rand
+        if self._concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self._lease_seconds <= 0:
+            raise ValueError("lease_seconds must be positive")
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self._saturated = False
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def kinds(self) -> frozenset[str]:
+        return frozenset(self._handlers)
+
+    @property
+    def running_jobs(self) -> int:
+        return len(self._tasks)
+
+    # --- control ---------------------------------------------------------------------------
+
+    def nudge(self) -> None:
+        """Look for jobs now instead of at the next poll. Safe from any thread."""
+        loop, wake = self._loop, self._wake
+        if loop is None or wake is None or loop.is_closed():
+            return
+        try:
+            if asyncio.get_running_loop() is loop:
+                wake.set()
+                return
+        except RuntimeError:
+            pass
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(wake.set)
+
+    def stop(self) -> None:
+        """Stop claiming; ``run()`` returns after the running jobs end."""
+        self._stopping = True
+        self.nudge()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Claim and run jobs until ``stop()``; then drain and close the handlers."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        unsubscribe = jobs.on_jobs_committed(self.nudge)
+        watcher = asyncio.create_task(self._watch_runtime_nudge())
+        last_metrics = 0.0
+        log.info("worker %s started: kinds %s", self.worker_id, sorted(self._handlers))
+        try:
+            while not self._stopping:
+                self._wake.clear()
+                free = self._concurrency - len(self._tasks)
+                if free > 0:
+                    claimed = await self._claim(free)
+                    for job in claimed:
+                        self._start(job)
+                    # A full batch suggests more is due: come back as soon as a slot frees.
+                    self._saturated = len(claimed) == free
+                if time.monotonic() - last_metrics >= self._metrics_interval:
+                    last_metrics = time.monotonic()
+                    await self._publish_metrics()
+                if self._stopping:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
+        finally:
+            unsubscribe()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await self._drain()
+            await self._close_handlers()
+            log.info("worker %s stopped", self.worker_id)
+
+    async def run_pending(self, *, max_rounds: int = 1000) -> int:
+        """Run every job due now (by the runtime clock), batch by batch, and return how many
+        ran. For tests with a fake clock and for one-shot runs; ``run()`` is the service."""
+        total = 0
+        for _ in range(max_rounds):
+            claimed = await self._claim(self._concurrency)
+            if not claimed:
+                break
+            await asyncio.gather(*(self._execute(job) for job in claimed))
+            total += len(claimed)
+        return total
+
+    async def aclose(self) -> None:
+        """Close what the handlers hold (HTTP clients); ``run()`` does it on its way out."""
+        await self._close_handlers()
+
+    # --- one job -----------------------------------------------------------------------------
+
+    def _start(self, job: ClaimedJob) -> None:
+        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._job_done)
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job task crashed", exc_info=task.exception())
+        if self._saturated and self._wake is not None:
+            self._wake.set()
+
+    async def _execute(self, job: ClaimedJob) -> None:
+        handler = self._handlers[job.kind]
+        ctx = JobContext(job=job, runtime=self._runtime)
+        heartbeat = asyncio.create_task(self._heartbeat(job))
+        error: str | None = None
+        permanent = False
+        try:
+            if self._job_timeout is None:
+                await handler(job.payload, ctx)
+            else:
+                async with asyncio.timeout(self._job_timeout):
+                    await handler(job.payload, ctx)
+        except PermanentJobError as exc:
+            error, permanent = _describe(exc), True
+        except asyncio.CancelledError:
+            # Only a stop that ran out of patience cancels a job: hand it back untouched.
+            heartbeat.cancel()
+            await self._record(job, release=True)
+            raise
+        except TimeoutError as exc:
+            error = f"timed out after {self._job_timeout} s: {_describe(exc)}"
+        except Exception as exc:
+            error = _describe(exc)
+            log.warning("job %s (%s) attempt %s failed: %s", job.id, job.kind, job.attempt, error)
+        finally:
+            heartbeat.cancel()
+        await self._record(job, error=error, permanent=permanent)
+
+    async def _record(
+        self,
+        job: ClaimedJob,
+        *,
+        error: str | None = None,
+        permanent: bool = False,
+        release: bool = False,
+    ) -> None:
+        now = self._runtime.clock.now()
+        try:
+            async with self._runtime.sessions.begin() as session:
+                if release:
+                    ok = await jobs.release(session, job, now=now)
+                elif error is None:
+                    ok = await jobs.complete(session, job, now=now)
+                else:
+                    status = await jobs.fail(
+                        session,
+                        job,
+                        error=error,
+                        now=now,
+                        permanent=permanent,
+                        policy=self._retry.get(job.kind, DEFAULT_RETRY),
+                        rand=self._rand,
+                    )
+                    ok = status is not None
+                    if status == jobs.DEAD:
+                        log.error("job %s (%s) is dead: %s", job.id, job.kind, error)
+        except Exception:
+            # The lease runs out and the job runs again: at least once, never lost.
+            log.exception("could not record the outcome of job %s", job.id)
+            return
+        if not ok:
+            log.warning(
+                "job %s (%s): lease lost before its outcome was recorded; "
+                "another claim owns it now",
+                job.id,
+                job.kind,
+            )
+
+    async def _heartbeat(self, job: ClaimedJob) -> None:
+        interval = self._lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                async with self._runtime.sessions.begin() as session:
+                    extended = await jobs.extend_lease(
+                        session,
+                        job,
+                        lease_seconds=self._lease_seconds,
+                        now=self._runtime.clock.now(),
+                    )
+            except Exception:
+                log.exception("could not extend the lease of job %s", job.id)
+                continue
+            if extended is None:
+                log.warning("job %s (%s): lease lost while running", job.id, job.kind)
+                return
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    async def _claim(self, limit: int) -> list[ClaimedJob]:
+        try:
+            async with self._runtime.sessions.begin() as session:
+                return await jobs.claim(
+                    session,
+                    worker_id=self.worker_id,
+                    kinds=self._handlers.keys(),
+                    limit=limit,
+                    lease_seconds=self._lease_seconds,
+                    now=self._runtime.clock.now(),
+                )
+        except Exception:
+            log.exception("claiming jobs failed; trying again at the next poll")
+            return []
+
+    async def _publish_metrics(self) -> None:
+        try:
+            async with self._runtime.sessions() as session:
+                stats = await jobs.outbox_stats(session, now=self._runtime.clock.now())
+        except Exception:
+            log.exception("reading outbox metrics failed")
+            return
+        jobs.publish_outbox_metrics(stats)
+
+    async def _watch_runtime_nudge(self) -> None:
+        nudge: Any = getattr(self._runtime, "jobs_nudge", None)
+        if nudge is None:
+            return
+        while True:
+            await nudge.wait(3600.0)
+            self.nudge()
+
+    async def _drain(self) -> None:
+        if not self._tasks:
+            return
+        _, pending = await asyncio.wait(set(self._tasks), timeout=self._drain_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("%d jobs did not finish in time and were given back", len(pending))
+            await asyncio.wait(pending)
+
+    async def _close_handlers(self) -> None:
+        seen: set[int] = set()
+        for handler in self._handlers.values():
+            if id(handler) in seen or not isinstance(handler, _Closable):
+                continue
+            seen.add(id(handler))
+            try:
+                await handler.aclose()
+            except Exception:
+                log.exception("closing a job handler failed")
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
