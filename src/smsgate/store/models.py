@@ -346,7 +346,10 @@ class AccessCode(Base):
     """A generated access code (seed 000): what the subscriber received and may check."""
 
     __tablename__ = "access_codes"
-    __table_args__ = (UniqueConstraint("service_id", "code"),)
+    __table_args__ = (
+        UniqueConstraint("service_id", "code"),
+        Index("ix_access_codes_service_id_issued_at", "service_id", "issued_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     service_id: Mapped[int] = mapped_column(ForeignKey("services.id"))
@@ -364,6 +367,9 @@ class AccessCode(Base):
     first_used_at: Mapped[datetime | None] = mapped_column(default=None)
     uses_left: Mapped[int | None] = mapped_column(Integer, default=None)
     uses_count: Mapped[int] = mapped_column(Integer, default=0)
+    # period_from_first_use: the period the subscriber paid for, fixed when the code is issued
+    # (a later change of the service's settings does not alter codes already sold).
+    period_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | expired | used
 
 
