@@ -2,21 +2,124 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable, Coroutine, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from smsgate.api.app import create_api
 from smsgate.config import Settings
 from smsgate.domain.clock import Clock, SystemClock
 from smsgate.runtime import Runtime
 from smsgate.store.db import make_engine, make_sessionmaker
+from smsgate.store.migrate import upgrade
+
+log = logging.getLogger("smsgate")
 
 
 def build_runtime(
     settings: Settings, clock: Clock | None = None, engine: AsyncEngine | None = None
 ) -> Runtime:
     engine = engine or make_engine(settings.database_url)
-    return Runtime(
+    runtime = Runtime(
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine),
         clock=clock or SystemClock(),
     )
+    install_service_handlers(runtime)
+    return runtime
+
+
+def install_service_handlers(runtime: Runtime) -> None:
+    """Each service type says what an MO routed to it does."""
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: signals stop every component alike."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class Component:
+    """A long-running part of the gateway: started as a task, stopped on shutdown."""
+
+    name: str
+    run: Callable[[], Coroutine[Any, Any, None]]
+    stop: Callable[[], Coroutine[Any, Any, None] | None]
+
+
+def make_components(
+    runtime: Runtime, *, api: bool = True, worker: bool = True, links: bool = True
+) -> list[Component]:
+    components: list[Component] = []
+    if worker:
+        from smsgate.worker.runner import Worker, default_handlers
+
+        job_worker = Worker(runtime, default_handlers(runtime))
+        components.append(Component("worker", job_worker.run, job_worker.stop))
+    if api:
+        config = uvicorn.Config(
+            create_api(runtime),
+            host=runtime.settings.http_host,
+            port=runtime.settings.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
+        server = _QuietServer(config)
+
+        def _stop_api() -> None:
+            server.should_exit = True
+
+        components.append(Component("api", server.serve, _stop_api))
+    return components
+
+
+async def run_components(components: list[Component]) -> None:
+    """Run until SIGINT/SIGTERM or until one component ends, then stop the rest."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signum, stopping.set)
+    tasks: dict[asyncio.Task[None], Component] = {
+        asyncio.create_task(c.run(), name=c.name): c for c in components
+    }
+    waiter = asyncio.create_task(stopping.wait())
+    done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        if task is not waiter and task.exception() is not None:
+            log.error("%s stopped with an error", task.get_name(), exc_info=task.exception())
+    for component in components:
+        result = component.stop()
+        if result is not None:
+            await result
+    await asyncio.wait(tasks, timeout=30)
+    waiter.cancel()
+
+
+async def serve(
+    settings: Settings,
+    *,
+    api: bool = True,
+    worker: bool = True,
+    links: bool = True,
+    migrate: bool = True,
+) -> None:
+    if migrate:
+        await upgrade(settings.database_url)
+    runtime = build_runtime(settings)
+    try:
+        await run_components(make_components(runtime, api=api, worker=worker, links=links))
+    finally:
+        await runtime.engine.dispose()

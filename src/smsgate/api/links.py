@@ -1,4 +1,4 @@
-"""legacy endpoints."""
+"""links endpoints."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""rest endpoints."""
+"""bulk endpoints."""
 
 from __future__ import annotations
 

@@ -1,0 +1,7 @@
+"""access_codes endpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
