@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -458,3 +459,49 @@ class CampaignRow(Base):
     row_no: Mapped[int] = mapped_column(Integer, primary_key=True)
     mt_id: Mapped[int | None] = mapped_column(ForeignKey("mt_messages.id"), default=None)
     outcome: Mapped[str] = mapped_column(String(32), default="")
+
+
+class MoFragment(Base):
+    """One received part of a concatenated MO (UDH or SAR), kept until its message is whole.
+
+    The SMPP link stores each part before it acknowledges it, and creates the MO in the
+    transaction that stores the last part, so a crash between parts loses nothing. The unique
+    key makes a redelivered part harmless.
+    """
+
+    __tablename__ = "mo_fragments"
+    __table_args__ = (
+        UniqueConstraint("operator_id", "msisdn", "short_number", "ref", "total", "seq"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    operator_id: Mapped[str] = mapped_column(ForeignKey("operators.id"))
+    msisdn: Mapped[str] = mapped_column(String(32))
+    short_number: Mapped[str] = mapped_column(String(32))
+    ref: Mapped[int] = mapped_column(Integer)
+    total: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)
+    data_coding: Mapped[int] = mapped_column(Integer)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class MoUnconfirmedAck(Base):
+    """An MO whose deliver_sm_resp the SMSC may not have received (SMPP gives MOs no id).
+
+    Written with the MO; deleted once the SMSC has answered a request sent after that
+    response on the same connection. A row left by a connection that broke first marks an
+    identical deliver_sm arriving later as a possible redelivery (see docs/smpp.md).
+    """
+
+    __tablename__ = "mo_unconfirmed_acks"
+    __table_args__ = (
+        Index("ix_mo_unconfirmed_acks_operator_id_fingerprint", "operator_id", "fingerprint"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    operator_id: Mapped[str] = mapped_column(String(64))
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    operator_message_id: Mapped[str] = mapped_column(String(128))
+    connection_id: Mapped[str] = mapped_column(String(40))
+    received_at: Mapped[datetime] = mapped_column(index=True)
