@@ -1,0 +1,428 @@
+"""Accepting a bulk SMS (seed 001): the checks, the quotas, the charge and the MT, in one
+transaction.
+
+Order of checks (the first that fails gives the answer; docs/bulk.md):
+
+1. ``BAN_IP_TEMP``      the caller's address is banned (the HTTP layer, before any of this);
+2. ``INVALID_INPUT``    a parameter is missing or malformed (the HTTP layer), or there is no
+                        bulk service with that ``service_id`` belonging to that ``user_id``;
+3. ``INVALID_IP``       the caller's address is not in the service's allowlist;
+4. ``SERVICE_DISABLED`` the service or its merchant is disabled;
+5. ``INVALID_MSISDN``   the number is not international / not valid, the recipient opted
+                        out of the service, or no operator route reaches it;
+6. ``INVALID_INPUT``    the text needs more parts than the service's ``max_parts``;
+7. ``INVALID_PATTERN``  the text matches none of the service's approved patterns;
+8. ``LIMIT_DAY``, ``LIMIT_WEEK``, ``LIMIT_MONTH``   a calendar-window quota (parts);
+9. ``LIMIT_DELAY``      the minimum interval since the last message has not passed;
+10. ``SERVICE_DISABLED`` the merchant cannot pay: the charge would take the balance below
+                        ``-credit`` (the REST API says ``insufficient-funds``);
+11. ``MSG_OK``          the MT is queued for its operator link and the merchant is charged.
+
+Steps 1-7 only read. Steps 8-11 write (quota counters, the send mark, the MT, the ledger) and
+a refusal there leaves writes behind, so every refusal is answered after a rollback of the
+transaction (or of the recipient's savepoint): ``send_one`` and ``send_many`` do that. Only a
+committed transaction is answered ``MSG_OK`` (DESIGN.md §2.1).
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from prometheus_client import Counter
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from smsgate.domain.errors import InvalidMsisdn, TextError
+from smsgate.domain.msisdn import normalize_msisdn
+from smsgate.domain.service_settings import BulkSettings
+from smsgate.domain.text import choose_encoding, count_parts
+from smsgate.metrics import REGISTRY
+from smsgate.services import quotas
+from smsgate.services.mt import queue_mt
+from smsgate.services.optouts import is_opted_out
+from smsgate.services.routes import choose_operator
+from smsgate.store.ledger import InsufficientFunds, charge_merchant
+from smsgate.store.models import Merchant, MtMessage, Service
+
+__all__ = [
+    "MT_COST_KIND",
+    "Accepted",
+    "BulkRequest",
+    "Refusal",
+    "Refused",
+    "SendResult",
+    "accept",
+    "send_many",
+    "send_one",
+    "text_matches",
+]
+
+MT_COST_KIND: Final = "mt_cost"
+
+BULK_ACCEPTED = Counter(
+    "smsgate_bulk_accepted",
+    "Bulk messages accepted, by channel (legacy, rest, campaign)",
+    ["via"],
+    registry=REGISTRY,
+)
+BULK_REFUSED = Counter(
+    "smsgate_bulk_refused",
+    "Bulk messages refused, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+OPT_OUT_REFUSALS = Counter(
+    "smsgate_bulk_opt_out_refusals",
+    "Bulk messages refused because the recipient opted out, by service",
+    ["service"],
+    registry=REGISTRY,
+)
+
+
+class Refusal(StrEnum):
+    """Why a message was not accepted; ``word`` is the send_bulk.php answer."""
+
+    BANNED = "banned"
+    INVALID_INPUT = "invalid-input"
+    UNKNOWN_SERVICE = "unknown-service"
+    IP_NOT_ALLOWED = "ip-not-allowed"
+    SERVICE_DISABLED = "service-disabled"
+    INVALID_MSISDN = "invalid-msisdn"
+    OPTED_OUT = "opted-out"
+    NO_ROUTE = "no-route"
+    TOO_LONG = "too-many-parts"
+    PATTERN = "pattern-mismatch"
+    LIMIT_DAY = "limit-day"
+    LIMIT_WEEK = "limit-week"
+    LIMIT_MONTH = "limit-month"
+    LIMIT_DELAY = "limit-delay"
+    NO_FUNDS = "insufficient-funds"
+
+    @property
+    def word(self) -> str:
+        return _WORDS[self]
+
+
+_WORDS: Final = {
+    Refusal.BANNED: "BAN_IP_TEMP",
+    Refusal.INVALID_INPUT: "INVALID_INPUT",
+    Refusal.UNKNOWN_SERVICE: "INVALID_INPUT",
+    Refusal.IP_NOT_ALLOWED: "INVALID_IP",
+    Refusal.SERVICE_DISABLED: "SERVICE_DISABLED",
+    Refusal.INVALID_MSISDN: "INVALID_MSISDN",
+    Refusal.OPTED_OUT: "INVALID_MSISDN",
+    Refusal.NO_ROUTE: "INVALID_MSISDN",
+    Refusal.TOO_LONG: "INVALID_INPUT",
+    Refusal.PATTERN: "INVALID_PATTERN",
+    Refusal.LIMIT_DAY: "LIMIT_DAY",
+    Refusal.LIMIT_WEEK: "LIMIT_WEEK",
+    Refusal.LIMIT_MONTH: "LIMIT_MONTH",
+    Refusal.LIMIT_DELAY: "LIMIT_DELAY",
+    Refusal.NO_FUNDS: "SERVICE_DISABLED",
+}
+_LIMITS: Final = {
+    quotas.LimitHit.DAY: Refusal.LIMIT_DAY,
+    quotas.LimitHit.WEEK: Refusal.LIMIT_WEEK,
+    quotas.LimitHit.MONTH: Refusal.LIMIT_MONTH,
+    quotas.LimitHit.DELAY: Refusal.LIMIT_DELAY,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BulkRequest:
+    """One message to one recipient, as a merchant asked for it."""
+
+    service_id: int
+    msisdn: str
+    text: str
+    # The seed's user_id; None when the caller is already known to own the service (the REST
+    # API checks the service against the API key's merchant itself).
+    user_id: int | None = None
+    client_ip: str = ""
+    # False for senders that are not network callers (a campaign run on the gateway's host).
+    check_ip: bool = True
+    idempotency_key: str | None = None
+    via: str = "legacy"  # legacy | rest | campaign
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    mt_id: int
+    msisdn: str
+    parts: int
+    encoding: str
+    cost_minor: int
+    currency: str
+    operator_id: str
+    duplicate: bool = False  # an earlier request with the same idempotency key
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: Refusal
+    detail: str = ""
+
+    @property
+    def word(self) -> str:
+        return self.reason.word
+
+
+SendResult = Accepted | Refused
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    service: Service
+    merchant: Merchant
+    settings: BulkSettings
+
+
+async def accept(session: AsyncSession, request: BulkRequest, *, now: datetime) -> SendResult:
+    """Run the checks and the writes in the caller's transaction; see the module docstring.
+
+    On ``Refused`` the caller must roll back (the writes of steps 8-10 may have happened).
+    """
+    found = await _load(session, request)
+    if isinstance(found, Refused):
+        return found
+    service, merchant, settings = found.service, found.merchant, found.settings
+    try:
+        msisdn = normalize_msisdn(request.msisdn)
+    except InvalidMsisdn as error:
+        return Refused(Refusal.INVALID_MSISDN, str(error))
+    if request.idempotency_key is not None:
+        earlier = await _by_idempotency_key(session, service.id, request.idempotency_key)
+        if earlier is not None:
+            return earlier
+    if await is_opted_out(session, service.id, msisdn.digits):
+        OPT_OUT_REFUSALS.labels(str(service.id)).inc()
+        return Refused(Refusal.OPTED_OUT, "The recipient opted out of this service.")
+    route = await choose_operator(session, msisdn.region)
+    if route is None:
+        return Refused(Refusal.NO_ROUTE, f"No operator route reaches {msisdn.region or 'it'}.")
+    try:
+        encoding = choose_encoding(request.text)
+        parts = count_parts(request.text, encoding=encoding)
+    except TextError as error:
+        return Refused(Refusal.INVALID_INPUT, str(error))
+    if parts > settings.max_parts:
+        return Refused(
+            Refusal.TOO_LONG,
+            f"The text needs {parts} parts ({encoding.value}); the service allows "
+            f"{settings.max_parts}.",
+        )
+    if settings.patterns and not text_matches(settings.patterns, request.text):
+        return Refused(Refusal.PATTERN, "The text matches none of the approved patterns.")
+
+    limits = quotas.Limits(settings.limit_day, settings.limit_week, settings.limit_month)
+    hit = await quotas.consume(
+        session,
+        service_id=service.id,
+        parts=parts,
+        limits=limits,
+        now=now,
+        timezone=merchant.timezone,
+    )
+    if hit is not None:
+        return Refused(_LIMITS[hit], f"The service's {hit.name.lower()} limit is reached.")
+    scope = msisdn.digits if settings.min_interval_scope == "recipient" else quotas.SERVICE_SCOPE
+    if not await quotas.claim_send_slot(
+        session,
+        service_id=service.id,
+        scope=scope,
+        min_interval_seconds=settings.min_interval_seconds,
+        now=now,
+    ):
+        return Refused(
+            Refusal.LIMIT_DELAY,
+            f"Less than {settings.min_interval_seconds} s since the last message.",
+        )
+    price = int(service.settings.get("price_per_part_minor") or 0)
+    cost = price * parts
+    mt = await queue_mt(
+        session,
+        operator_id=route.operator_id,
+        msisdn=msisdn.digits,
+        sender=settings.sender,
+        text=request.text,
+        now=now,
+        merchant_id=merchant.id,
+        service_id=service.id,
+        cost_minor=cost,
+        currency=merchant.currency,
+        idempotency_key=request.idempotency_key,
+        details={"via": request.via, "client_ip": request.client_ip, **request.details},
+    )
+    if cost > 0:
+        try:
+            await charge_merchant(
+                session,
+                merchant_id=merchant.id,
+                amount_minor=cost,
+                currency=merchant.currency,
+                kind=MT_COST_KIND,
+                ref=f"mt:{mt.id}",
+                now=now,
+                memo=f"{parts} part(s) to {msisdn.digits}",
+            )
+        except InsufficientFunds:
+            return Refused(
+                Refusal.NO_FUNDS, "The merchant's balance and credit do not cover the message."
+            )
+    return Accepted(
+        mt.id, msisdn.digits, parts, encoding.value, cost, merchant.currency, route.operator_id
+    )
+
+
+async def _load(session: AsyncSession, request: BulkRequest) -> _Context | Refused:
+    row = (
+        await session.execute(
+            select(Service, Merchant)
+            .join(Merchant, Merchant.id == Service.merchant_id)
+            .where(Service.id == request.service_id)
+        )
+    ).one_or_none()
+    # An unknown service, another merchant's service and a service of another type get the
+    # same answer: nothing tells a caller which service ids exist.
+    if (
+        row is None
+        or row.Service.type != "bulk"
+        or (request.user_id is not None and row.Service.merchant_id != request.user_id)
+    ):
+        return Refused(Refusal.UNKNOWN_SERVICE, "No such bulk service for this merchant.")
+    service, merchant = row.Service, row.Merchant
+    if request.check_ip and not ip_allowed(request.client_ip, service.ip_allowlist):
+        return Refused(Refusal.IP_NOT_ALLOWED, "This address may not send for the service.")
+    if service.status != "active" or merchant.status != "active":
+        return Refused(Refusal.SERVICE_DISABLED, "The service is disabled.")
+    try:
+        settings = BulkSettings.from_stored(service.settings)
+    except ValueError:
+        # Settings that no longer validate (edited by hand): the service cannot run.
+        return Refused(Refusal.SERVICE_DISABLED, "The service's settings are invalid.")
+    return _Context(service, merchant, settings)
+
+
+async def _by_idempotency_key(session: AsyncSession, service_id: int, key: str) -> Accepted | None:
+    mt = (
+        await session.execute(
+            select(MtMessage).where(
+                MtMessage.service_id == service_id, MtMessage.idempotency_key == key
+            )
+        )
+    ).scalar_one_or_none()
+    if mt is None:
+        return None
+    return Accepted(
+        mt.id, mt.msisdn, mt.parts, mt.encoding, mt.cost_minor, mt.currency, mt.operator_id, True
+    )
+
+
+def ip_allowed(address: str, allowlist: Sequence[Any]) -> bool:
+    """Empty allowlist: any address. Entries are addresses or networks (CIDR)."""
+    if not allowlist:
+        return True
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for entry in allowlist:
+        try:
+            if ip in ipaddress.ip_network(str(entry), strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    # "{*}" stands for any text (possibly empty); everything else is literal.
+    return re.compile(".*".join(re.escape(piece) for piece in pattern.split("{*}")), re.DOTALL)
+
+
+def text_matches(patterns: Sequence[str], text: str) -> bool:
+    """True when the whole text matches one of the approved patterns."""
+    return any(_compiled(pattern).fullmatch(text) for pattern in patterns)
+
+
+# --- transactions ----------------------------------------------------------------------------
+
+
+def _count(result: SendResult, via: str) -> None:
+    if isinstance(result, Accepted):
+        if not result.duplicate:
+            BULK_ACCEPTED.labels(via).inc()
+    else:
+        BULK_REFUSED.labels(result.reason.value).inc()
+
+
+async def send_one(
+    sessions: async_sessionmaker[AsyncSession], request: BulkRequest, *, now: datetime
+) -> SendResult:
+    """One message in its own transaction: committed when accepted, rolled back if not."""
+    result: SendResult | None = None
+    try:
+        async with sessions() as session:
+            result = await accept(session, request, now=now)
+            if isinstance(result, Accepted):
+                await session.commit()
+            else:
+                await session.rollback()
+    except IntegrityError:
+        # A concurrent request with the same idempotency key committed first: answer as it
+        # was answered. Without a key the conflict is not ours to explain.
+        if request.idempotency_key is None:
+            raise
+        async with sessions() as session:
+            result = await _by_idempotency_key(session, request.service_id, request.idempotency_key)
+        if result is None:
+            raise
+    _count(result, request.via)
+    return result
+
+
+async def send_many(
+    sessions: async_sessionmaker[AsyncSession],
+    requests: Sequence[BulkRequest],
+    *,
+    now: datetime,
+) -> list[SendResult]:
+    """Many messages in one transaction, each in its own savepoint: a refused recipient is
+    rolled back alone, and every accepted one commits at once, before anyone is answered."""
+    results: list[SendResult] = []
+    async with sessions() as session, session.begin():
+        for request in requests:
+            savepoint = await session.begin_nested()
+            try:
+                result = await accept(session, request, now=now)
+            except IntegrityError:
+                await savepoint.rollback()
+                earlier = None
+                if request.idempotency_key is not None:
+                    earlier = await _by_idempotency_key(
+                        session, request.service_id, request.idempotency_key
+                    )
+                if earlier is None:
+                    raise
+                results.append(earlier)
+                continue
+            if isinstance(result, Refused):
+                await savepoint.rollback()
+            else:
+                await savepoint.commit()
+            results.append(result)
+    for request, result in zip(requests, results, strict=True):
+        _count(result, request.via)
+    return results
