@@ -1,0 +1,570 @@
+"""One SMPP 3.4 session over an asyncio stream pair, for the ESME and the SMSC side alike.
+
+What it does for its owner:
+- numbers requests, keeps up to ``window`` of them outstanding (``start_request`` waits
+  for room: that is the back-pressure), matches responses by sequence number, and fails a
+  request with ResponseTimeout or ConnectionLost when its outcome becomes unknown;
+- hands incoming requests to an async handler and writes the response it returns (a
+  PduError from the handler becomes that status; a malformed frame gets generic_nack);
+- answers enquire_link and unbind itself, sends enquire_link when the link goes quiet and
+  closes it after ``inactivity_timeout`` of silence;
+- tracks the bind state and refuses operations the state does not allow (SMPP 3.4 §2.3);
+- coalesces everything written in one event-loop pass into a single socket write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from .codec import DEFAULT_MAX_FRAME_SIZE, FrameReader, decode, encode
+from .constants import MAX_SEQUENCE_NUMBER, RESPONSE_BIT, CommandId, CommandStatus
+from .errors import (
+    BindFailed,
+    ConnectionLost,
+    GenericNackReceived,
+    InvalidBindState,
+    PduEncodeError,
+    PduError,
+    ResponseTimeout,
+    UnexpectedResponse,
+)
+from .pdu import (
+    BindRequest,
+    EnquireLink,
+    EnquireLinkResp,
+    GenericNack,
+    Notification,
+    Pdu,
+    Request,
+    Response,
+    Unbind,
+    UnbindResp,
+)
+from .states import BindState, Role, allowed_commands, state_after_bind
+
+log = logging.getLogger(__name__)
+S = CommandStatus
+R = TypeVar("R", bound=Response)
+
+IncomingPdu = Request[Any] | Notification
+Handler = Callable[[IncomingPdu], Awaitable[Response | None]]
+"""Answers one incoming request (never enquire_link or unbind: the session does those).
+
+Return the response (its sequence_number is filled in for you), or None for outbind and
+alert_notification. Raise PduError(status) to refuse with that status. A handler must not
+wait for responses to requests on its own session: while handlers are busy up to
+``handler_concurrency``, the session stops reading.
+"""
+
+_READ_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    window: int = 10
+    """Requests sent and not yet answered, at most (SMPP 3.4 §2.7.5 "windowing")."""
+    response_timeout: float = 30.0
+    enquire_link_interval: float | None = 30.0
+    """Send enquire_link after this long without hearing from the peer; None: never."""
+    inactivity_timeout: float | None = 120.0
+    """Close after this long without hearing from the peer; None: never."""
+    handler_concurrency: int = 256
+    """Incoming requests handled at once; beyond it the session stops reading (TCP
+    back-pressure). Keep it at least the peer's window."""
+    unbind_timeout: float = 5.0
+    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    write_buffer_limit: int = 1024 * 1024
+    """Above this many unsent octets, senders wait for the socket to drain."""
+
+
+class _Pending:
+    __slots__ = ("future", "request", "timer", "windowed")
+
+    def __init__(
+        self,
+        future: asyncio.Future[Any],
+        request: Request[Any],
+        timer: asyncio.TimerHandle,
+        windowed: bool,
+    ) -> None:
+        self.future = future
+        self.request = request
+        self.timer = timer
+        self.windowed = windowed  # holds a window slot (enquire_link and unbind do not)
+
+
+class SmppSession:
+    """An SMPP session on an open connection. Call ``start()`` once (connect/serve do)."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        role: Role,
+        handler: Handler | None = None,
+        config: SessionConfig | None = None,
+        name: str = "",
+    ) -> None:
+        self.config = config or SessionConfig()
+        self.role = role
+        self.handler = handler
+        self._reader = reader
+        self._writer = writer
+        self._transport = writer.transport
+        self._loop = asyncio.get_running_loop()
+        peer = writer.get_extra_info("peername")
+        self.peername: str = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.name = name or f"{role.value}:{self.peername}"
+        _set_nodelay(writer)
+
+        self._state = BindState.OPEN
+        self._binding = False
+        self._unbinding = False
+        self.close_reason: str | None = None
+        self._closed = asyncio.Event()
+
+        self._next_sequence = 1
+        self._pending: dict[int, _Pending] = {}
+        self._window = asyncio.Semaphore(self.config.window)
+        self._idle = asyncio.Event()  # set while nothing is outstanding
+        self._idle.set()
+
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._last_heard = self._loop.time()
+        self._enquiring = False
+
+        self._handler_slots = asyncio.Semaphore(self.config.handler_concurrency)
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._tasks:
+            raise RuntimeError("session already started")
+        self._tasks.append(self._loop.create_task(self._read_loop(), name=f"{self.name} read"))
+        if (
+            self.config.enquire_link_interval is not None
+            or self.config.inactivity_timeout is not None
+        ):
+            self._tasks.append(self._loop.create_task(self._keepalive(), name=f"{self.name} ka"))
+
+    @property
+    def state(self) -> BindState:
+        return self._state
+
+    @property
+    def closed(self) -> bool:
+        return self._state is BindState.CLOSED
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent and not yet answered, timed out or failed."""
+        return len(self._pending)
+
+    async def wait_closed(self) -> None:
+        """Return once the session is closed and its tasks have finished."""
+        await self._closed.wait()
+        current = asyncio.current_task()
+        tasks = [t for t in (*self._tasks, *self._handler_tasks) if t is not current]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(ConnectionError, OSError):
+            await self._writer.wait_closed()
+
+    async def close(self, reason: str = "closed locally") -> None:
+        """Close at once: outstanding requests fail with ConnectionLost."""
+        self._shutdown(reason)
+        await self.wait_closed()
+
+    async def unbind(self, grace: float | None = None) -> None:
+        """Let outstanding requests finish, send unbind, wait for unbind_resp, close.
+
+        ``grace`` bounds the whole wait (default ``config.unbind_timeout``); past it the
+        session closes anyway and what is still outstanding fails with ConnectionLost.
+        """
+        if self.closed:
+            return
+        if self._state is BindState.OPEN or self._unbinding:
+            await self.close("closed before bind" if not self._unbinding else "unbind")
+            return
+        self._unbinding = True
+        grace = self.config.unbind_timeout if grace is None else grace
+        try:
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+                future = self._start(Unbind(), grace, use_window=False)
+                await future
+        except (TimeoutError, ConnectionLost, GenericNackReceived, PduError) as exc:
+            log.info("%s: unbind not confirmed: %s", self.name, exc)
+        await self.close("unbound")
+
+    async def __aenter__(self) -> SmppSession:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.unbind()
+
+    # --- sending -----------------------------------------------------------------------------
+
+    async def send_request(self, pdu: Request[R], response_timeout: float | None = None) -> R:
+        """Send ``pdu`` and return its response (any command_status: check it).
+
+        Raises ResponseTimeout or ConnectionLost when the outcome is unknown,
+        GenericNackReceived when the peer did not accept the request, InvalidBindState
+        (before sending anything) when the bind state does not allow the operation.
+        """
+        future = await self.start_request(pdu, response_timeout)
+        return await future
+
+    async def start_request(
+        self, pdu: Request[R], response_timeout: float | None = None
+    ) -> asyncio.Future[R]:
+        """Wait for room in the window, send ``pdu``, return the future of its response.
+
+        One task can keep the window full this way without a task per message.
+        """
+        self._check_may_send(pdu)
+        await self._window.acquire()
+        try:
+            self._check_may_send(pdu)
+            future = self._start(pdu, response_timeout, use_window=True)
+        except BaseException:
+            self._window.release()
+            raise
+        if self._transport.get_write_buffer_size() > self.config.write_buffer_limit:
+            await self._drain()
+        return future
+
+    async def bind(self, pdu: BindRequest[R], response_timeout: float | None = None) -> R:
+        """Bind (ESME side): return the bind_resp, or raise BindFailed with its status."""
+        response = await self.send_request(pdu, response_timeout)
+        if response.command_status != S.ESME_ROK:
+            raise BindFailed(response.command_status)
+        return response
+
+    def send_notification(self, pdu: Notification) -> None:
+        """Send outbind or alert_notification (they have no response)."""
+        self._check_may_send(pdu)
+        self._send(pdu)
+
+    def _check_may_send(self, pdu: Pdu) -> None:
+        if self._state is BindState.CLOSED:
+            raise ConnectionLost(f"session closed: {self.close_reason}")
+        command_id = pdu.command_id
+        if self._unbinding and command_id != CommandId.UNBIND:
+            raise InvalidBindState(f"{command_id.name} while unbinding")
+        if command_id not in allowed_commands(self.role, self._state):
+            raise InvalidBindState(f"{command_id.name} not allowed in {self._state.name}")
+        if self._binding and isinstance(pdu, BindRequest):
+            raise InvalidBindState("a bind is already in progress")
+
+    def _start(
+        self, pdu: Request[R], response_timeout: float | None, *, use_window: bool
+    ) -> asyncio.Future[R]:
+        sequence = self._allocate_sequence()
+        pdu.sequence_number = sequence
+        try:
+            data = encode(pdu)
+        except PduEncodeError:
+            if isinstance(pdu, BindRequest):
+                self._binding = False
+            raise
+        if isinstance(pdu, BindRequest):
+            self._binding = True
+        future: asyncio.Future[R] = self._loop.create_future()
+        delay = self.config.response_timeout if response_timeout is None else response_timeout
+        timer = self._loop.call_later(delay, self._expire, sequence)
+        self._pending[sequence] = _Pending(future, pdu, timer, use_window)
+        self._idle.clear()
+        self._write(data)
+        return future
+
+    def _allocate_sequence(self) -> int:
+        sequence = self._next_sequence
+        while True:
+            self._next_sequence = 1 if sequence >= MAX_SEQUENCE_NUMBER else sequence + 1
+            if sequence not in self._pending:
+                return sequence
+            sequence = self._next_sequence
+
+    def _send(self, pdu: Pdu) -> None:
+        try:
+            self._write(encode(pdu))
+        except PduEncodeError:
+            log.exception("%s: cannot encode %s", self.name, type(pdu).__name__)
+            raise
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out or self._transport.is_closing():
+            self._out.clear()
+            return
+        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
+        self._out.clear()
+        self._transport.write(data)
+
+    async def _drain(self) -> None:
+        try:
+            await self._writer.drain()
+        except (ConnectionError, OSError) as exc:
+            self._shutdown(f"write failed: {exc}")
+
+    # --- completing requests -----------------------------------------------------------------
+
+    def _complete(self, sequence: int) -> _Pending | None:
+        pending = self._pending.pop(sequence, None)
+        if pending is None:
+            return None
+        pending.timer.cancel()
+        if pending.windowed:
+            self._window.release()
+        if not self._pending:
+            self._idle.set()
+        return pending
+
+    def _expire(self, sequence: int) -> None:
+        pending = self._complete(sequence)
+        if pending is None:
+            return
+        request = pending.request
+        if isinstance(request, BindRequest):
+            self._binding = False
+        if not pending.future.done():
+            pending.future.set_exception(
+                ResponseTimeout(
+                    f"no {request.command_id.name} response in time",
+                    sequence_number=sequence,
+                    command_id=request.command_id,
+                )
+            )
+
+    def _on_response(self, frame: bytes, command_id: int, status: int, sequence: int) -> None:
+        pending = self._complete(sequence)
+        if pending is None:
+            log.warning(
+                "%s: response 0x%08X to unknown sequence %d", self.name, command_id, sequence
+            )
+            return
+        request, future = pending.request, pending.future
+        if isinstance(request, BindRequest):
+            self._binding = False
+        if future.done():  # the caller gave up waiting
+            return
+        try:
+            response = decode(frame)
+        except PduError as exc:
+            future.set_exception(exc)
+            return
+        if command_id == CommandId.GENERIC_NACK:
+            future.set_exception(GenericNackReceived(status, sequence_number=sequence))
+            return
+        if command_id != request.command_id | RESPONSE_BIT:
+            future.set_exception(
+                UnexpectedResponse(f"0x{command_id:08X} answered {request.command_id.name}")
+            )
+            return
+        if status == S.ESME_ROK:
+            self._after_success(request)
+        future.set_result(response)
+
+    def _after_success(self, request: Request[Any]) -> None:
+        if isinstance(request, BindRequest):
+            self._state = state_after_bind(request.command_id)
+        elif isinstance(request, Unbind):
+            self._loop.call_soon(self._shutdown, "unbound")
+
+    # --- receiving ---------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        frames_reader = FrameReader(self.config.max_frame_size)
+        reason = "connection closed by peer"
+        try:
+            while self._state is not BindState.CLOSED:
+                data = await self._reader.read(_READ_SIZE)
+                if not data:
+                    break
+                self._last_heard = self._loop.time()
+                for frame in frames_reader.feed(data):
+                    await self._on_frame(frame)
+                if frames_reader.error is not None:
+                    error = frames_reader.error
+                    log.warning("%s: unreadable stream: %s", self.name, error)
+                    self._send(self._nack(error))
+                    reason = f"unreadable stream: {error}"
+                    break
+                if self._transport.get_write_buffer_size() > self.config.write_buffer_limit:
+                    await self._drain()
+        except (ConnectionError, OSError) as exc:
+            reason = f"connection lost: {exc}"
+        except Exception:
+            log.exception("%s: session failed", self.name)
+            reason = "internal error"
+        self._shutdown(reason)
+
+    async def _on_frame(self, frame: bytes) -> None:
+        command_id = int.from_bytes(frame[4:8], "big")
+        if command_id & RESPONSE_BIT:
+            status = int.from_bytes(frame[8:12], "big")
+            sequence = int.from_bytes(frame[12:16], "big")
+            self._on_response(frame, command_id, status, sequence)
+            return
+        try:
+            pdu = decode(frame)
+        except PduError as error:
+            log.info("%s: malformed request: %s", self.name, error)
+            self._send(self._nack(error))
+            return
+        assert isinstance(pdu, Request | Notification)  # no response id reaches here
+        refusal = self._admit(pdu)
+        if refusal is not None:
+            if isinstance(pdu, Request):
+                self._send(pdu.error_response(refusal))
+            return
+        if isinstance(pdu, EnquireLink):
+            self._send(EnquireLinkResp(sequence_number=pdu.sequence_number))
+        elif isinstance(pdu, Unbind):
+            self._send(UnbindResp(sequence_number=pdu.sequence_number))
+            self._unbinding = True
+            self._loop.call_soon(self._shutdown, "peer unbound")
+        else:
+            await self._handler_slots.acquire()
+            task = self._loop.create_task(self._handle(pdu))
+            self._handler_tasks.add(task)
+            task.add_done_callback(self._handler_tasks.discard)
+
+    def _admit(self, pdu: IncomingPdu) -> int | None:
+        """None to accept ``pdu`` in the current state, else the status refusing it."""
+        command_id = pdu.command_id
+        if isinstance(pdu, BindRequest) and self.role is Role.SMSC:
+            if self._state is not BindState.OPEN or self._binding:
+                return S.ESME_RALYBND
+            self._binding = True
+            return None
+        if command_id in allowed_commands(self.role.peer, self._state):
+            return None
+        return S.ESME_RINVBNDSTS
+
+    @staticmethod
+    def _nack(error: PduError) -> GenericNack:
+        return GenericNack(
+            sequence_number=error.sequence_number or 0, command_status=error.command_status
+        )
+
+    async def _handle(self, pdu: IncomingPdu) -> None:
+        response: Response | None = None
+        try:
+            if self.handler is None:
+                raise PduError(S.ESME_RINVCMDID, "no handler for incoming requests")
+            response = await self.handler(pdu)
+        except PduError as error:
+            response = (
+                pdu.error_response(error.command_status) if isinstance(pdu, Request) else None
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s: handler failed on %s", self.name, pdu.command_id.name)
+            response = pdu.error_response(S.ESME_RSYSERR) if isinstance(pdu, Request) else None
+        finally:
+            self._handler_slots.release()
+            if isinstance(pdu, BindRequest):
+                self._binding = False
+        if isinstance(pdu, Request):
+            self._respond(pdu, response)
+
+    def _respond(self, request: Request[Any], response: Response | None) -> None:
+        if self._state is BindState.CLOSED:
+            return
+        if response is None or not isinstance(response, request.response_class | GenericNack):
+            log.error(
+                "%s: handler answered %s with %r", self.name, request.command_id.name, response
+            )
+            response = request.error_response(S.ESME_RSYSERR)
+        response.sequence_number = request.sequence_number
+        try:
+            data = encode(response)
+        except PduEncodeError:
+            log.exception("%s: cannot encode the handler's response", self.name)
+            data = encode(request.error_response(S.ESME_RSYSERR))
+            response = None
+        if (
+            response is not None
+            and isinstance(request, BindRequest)
+            and response.command_status == S.ESME_ROK
+        ):
+            self._state = state_after_bind(request.command_id)
+        self._write(data)
+
+    # --- keep-alive --------------------------------------------------------------------------
+
+    async def _keepalive(self) -> None:
+        interval = self.config.enquire_link_interval
+        inactivity = self.config.inactivity_timeout
+        while self._state is not BindState.CLOSED:
+            now = self._loop.time()
+            quiet = now - self._last_heard
+            if inactivity is not None and quiet >= inactivity:
+                self._shutdown(f"nothing heard for {quiet:.1f}s")
+                return
+            wake = now + (inactivity - quiet if inactivity is not None else 3600.0)
+            if interval is not None:
+                if quiet >= interval and not self._enquiring and not self._unbinding:
+                    self._enquiring = True
+                    task = self._loop.create_task(self._enquire_link())
+                    self._handler_tasks.add(task)
+                    task.add_done_callback(self._handler_tasks.discard)
+                wake = min(
+                    wake, self._last_heard + interval if quiet < interval else now + interval
+                )
+            await asyncio.sleep(max(wake - self._loop.time(), 0.001))
+
+    async def _enquire_link(self) -> None:
+        try:
+            await self._start(EnquireLink(), None, use_window=False)
+        except (ResponseTimeout, GenericNackReceived, UnexpectedResponse, PduError) as exc:
+            self._shutdown(f"enquire_link failed: {exc}")
+        except ConnectionLost:
+            pass
+        finally:
+            self._enquiring = False
+
+    # --- shutdown ----------------------------------------------------------------------------
+
+    def _shutdown(self, reason: str) -> None:
+        if self._state is BindState.CLOSED:
+            return
+        self._state = BindState.CLOSED
+        self.close_reason = reason
+        log.info("%s: closed (%s)", self.name, reason)
+        self._flush()
+        self._transport.close()
+        for sequence in list(self._pending):
+            pending = self._complete(sequence)
+            if pending is not None and not pending.future.done():
+                pending.future.set_exception(ConnectionLost(reason))
+        current = asyncio.current_task()
+        for task in (*self._tasks, *self._handler_tasks):
+            if task is not current and not task.done():
+                task.cancel()
+        self._closed.set()
+
+
+def _set_nodelay(writer: asyncio.StreamWriter) -> None:
+    # DESIGN §2.2: Nagle plus delayed ACK costs ~40 ms per PDU round trip.
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
