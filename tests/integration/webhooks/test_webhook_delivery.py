@@ -8,6 +8,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import itertools
 import string
 from collections.abc import Mapping
 from datetime import timedelta
@@ -144,7 +145,7 @@ async def test_a_webhook_to_a_receiver_that_recovers_is_delivered_exactly_once(
     assert [a.error for a in log[1:]] == ["", "", ""]
     assert log[3].response_excerpt == "ok"
     # The schedule: 15 s, then 30 s, then 60 s (rand = 1).
-    gaps = [(b.at - a.at).total_seconds() for a, b in zip(log, log[1:], strict=False)]
+    gaps = [(b.at - a.at).total_seconds() for a, b in itertools.pairwise(log)]
     assert gaps == [15.0, 30.0, 60.0]
     assert [(job.status, job.attempts) for job in await _jobs(runtime)] == [("done", 4)]
 
