@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -40,8 +39,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from smsgate.domain.errors import InvalidMsisdn, TextError
+from smsgate.domain.errors import InvalidMsisdn, InvalidPattern, TextError
 from smsgate.domain.msisdn import normalize_msisdn
+from smsgate.domain.patterns import PatternSet, compile_patterns
 from smsgate.domain.service_settings import BulkSettings
 from smsgate.domain.text import choose_encoding, count_parts
 from smsgate.metrics import REGISTRY
@@ -346,15 +346,19 @@ def ip_allowed(address: str, allowlist: Sequence[Any]) -> bool:
     return False
 
 
-@functools.lru_cache(maxsize=4096)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    # "{*}" stands for any text (possibly empty); everything else is literal.
-    return re.compile(".*".join(re.escape(piece) for piece in pattern.split("{*}")), re.DOTALL)
+@functools.lru_cache(maxsize=1024)
+def _pattern_set(patterns: tuple[str, ...]) -> PatternSet | None:
+    try:
+        return compile_patterns(patterns)
+    except InvalidPattern:
+        return None  # provisioning validates patterns; a broken stored one approves nothing
 
 
 def text_matches(patterns: Sequence[str], text: str) -> bool:
-    """True when the whole text matches one of the approved patterns."""
-    return any(_compiled(pattern).fullmatch(text) for pattern in patterns)
+    """True when the text matches one of the approved patterns (domain/patterns.py), or
+    when there are none."""
+    compiled = _pattern_set(tuple(patterns))
+    return compiled is not None and compiled.matches(text)
 
 
 # --- transactions ----------------------------------------------------------------------------

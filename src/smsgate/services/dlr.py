@@ -111,39 +111,68 @@ async def _apply(
     await _notify(session, mt, part, whole_changed, now)
 
 
+# What a DLR callback calls a state (docs/bulk.md, "DLR callbacks"): "submitted" is the SMSC's
+# acceptance of the submit_sm, which merchants know as "accepted".
+_CALLBACK_STATUS = {"submitted": "accepted"}
+
+
+def callback_status(state: str) -> str:
+    return _CALLBACK_STATUS.get(state, state)
+
+
 async def _notify(
     session: AsyncSession, mt: MtMessage, part: MtPart, whole_changed: bool, now: datetime
 ) -> None:
+    """Tell the merchant's DLR URL about a part's new state, and about the message's.
+
+    A one-part message gets one callback per change (``scope=message``). A multipart message
+    gets one per part and change (``scope=part``) and, when the parts move the whole message
+    to a new state, one more for the message (``scope=message``). Fields: docs/bulk.md.
+    """
     if mt.service_id is None or mt.merchant_id is None:
         return
     service = await session.get_one(Service, mt.service_id)
     url = service.callback_urls.get("dlr") or service.settings.get("dlr_url")
     if not url:
         return
-    fields = {
+    common = {
         "id": str(mt.id),
+        "user_id": str(mt.merchant_id),
+        "service_id": str(mt.service_id),
         "msisdn": mt.msisdn,
-        "status": part.status,
-        "error_code": part.error_code,
-        "part": str(part.part_no),
         "parts": str(mt.parts),
-        "message_status": mt.status,
-        "scope": "part",
-        "submitted_at": part.submitted_at.isoformat() if part.submitted_at else "",
-        "at": now.isoformat(),
+        "created_at": mt.created_at.isoformat(),
+        "status_at": now.isoformat(),
     }
-    await emit(
-        session,
-        merchant_id=mt.merchant_id,
-        service_id=mt.service_id,
-        event_type="message.dlr",
-        url=str(url),
-        method=service.callback_method,
-        payload=fields,
-        now=now,
-    )
-    if mt.parts > 1 and whole_changed:
-        whole = dict(fields, scope="message", status=mt.status, part="", error_code=mt.error_code)
+    events: list[dict[str, str]] = []
+    if mt.parts > 1:
+        events.append(
+            {
+                **common,
+                "scope": "part",
+                "part": str(part.part_no),
+                "status": callback_status(part.status),
+                "error_code": part.error_code,
+                "operator_message_id": part.operator_message_id or "",
+                "submitted_at": _iso(part.submitted_at),
+                "done_at": _iso(part.done_at),
+            }
+        )
+    if mt.parts == 1 or whole_changed:
+        submitted, done = await _message_times(session, mt)
+        events.append(
+            {
+                **common,
+                "scope": "message",
+                "part": "" if mt.parts > 1 else str(part.part_no),
+                "status": callback_status(mt.status),
+                "error_code": mt.error_code,
+                "operator_message_id": (part.operator_message_id or "") if mt.parts == 1 else "",
+                "submitted_at": _iso(submitted),
+                "done_at": _iso(done if is_final(mt.status) else None),
+            }
+        )
+    for fields in events:
         await emit(
             session,
             merchant_id=mt.merchant_id,
@@ -151,6 +180,24 @@ async def _notify(
             event_type="message.dlr",
             url=str(url),
             method=service.callback_method,
-            payload=whole,
+            payload=fields,
             now=now,
         )
+
+
+def _iso(moment: datetime | None) -> str:
+    return moment.isoformat() if moment is not None else ""
+
+
+async def _message_times(
+    session: AsyncSession, mt: MtMessage
+) -> tuple[datetime | None, datetime | None]:
+    """When the first part was accepted by the SMSC, and when the last part was done."""
+    times = (
+        await session.execute(
+            select(MtPart.submitted_at, MtPart.done_at).where(MtPart.mt_id == mt.id)
+        )
+    ).all()
+    submitted = [t.submitted_at for t in times if t.submitted_at is not None]
+    done = [t.done_at for t in times if t.done_at is not None]
+    return (min(submitted) if submitted else None, max(done) if done else None)

@@ -22,7 +22,9 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def runtime(database_url: str, clock: FakeClock) -> AsyncIterator[Runtime]:
-    runtime = build_runtime(Settings(database_url=database_url), clock=clock)
+    runtime = build_runtime(
+        Settings(database_url=database_url, webhook_allow_private=True), clock=clock
+    )
     yield runtime
     await runtime.engine.dispose()
 
