@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl
@@ -42,10 +43,8 @@ class CallbackReceiver:
             if left <= 0:
                 break
             self.arrived.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.arrived.wait(), min(left, 0.5))
-            except TimeoutError:
-                pass
         return list(self.received)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -65,7 +64,9 @@ class CallbackReceiver:
                     body += event.data
                 elif isinstance(event, h11.EndOfMessage):
                     query = target.decode().partition("?")[2]
-                    self.received.append(dict(parse_qsl(body.decode() or query, keep_blank_values=True)))
+                    self.received.append(
+                        dict(parse_qsl(body.decode() or query, keep_blank_values=True))
+                    )
                     self.arrived.set()
                     headers = [("content-length", "2")]
                     writer.write(conn.send(h11.Response(status_code=200, headers=headers)))
