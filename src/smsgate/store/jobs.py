@@ -389,12 +389,17 @@ def publish_outbox_metrics(stats: OutboxStats) -> None:
     OUTBOX_OLDEST_AGE.set(stats.oldest_due_age_seconds)
 
 
-async def purge_done(session: AsyncSession, *, older_than: datetime) -> int:
-    """Delete finished jobs last touched before ``older_than``; returns how many."""
-    result = await session.execute(
-        delete(Job)
+async def purge_done(session: AsyncSession, *, older_than: datetime, limit: int = 1000) -> int:
+    """Delete up to ``limit`` finished jobs last touched before ``older_than``; returns how
+    many. (Dead jobs stay until someone looks at them.)"""
+    batch = (
+        select(Job.id)
         .where(Job.status == DONE, Job.updated_at < older_than)
-        .execution_options(synchronize_session=False)
+        .limit(limit)
+        .scalar_subquery()
+    )
+    result = await session.execute(
+        delete(Job).where(Job.id.in_(batch)).execution_options(synchronize_session=False)
     )
     return _rowcount(result)
 

@@ -26,6 +26,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from smsgate.domain.backoff import DEFAULT_RETRY, RetryPolicy
@@ -73,8 +74,9 @@ class Worker:
         lease_seconds: float | None = None,
         retry_policies: Mapping[str, RetryPolicy] | None = None,
         job_timeout_seconds: float | None = None,
-        drain_seconds: float = 30.0,
+        drain_seconds: float = 25.0,
         metrics_interval_seconds: float = 15.0,
+        keep_done_seconds: float | None = 7 * 24 * 3600.0,
         rand: Callable[[], float] = random.random,
     ) -> None:
         settings = runtime.settings
@@ -88,6 +90,7 @@ class Worker:
         self._job_timeout = job_timeout_seconds
         self._drain_seconds = drain_seconds
         self._metrics_interval = metrics_interval_seconds
+        self._keep_done = keep_done_seconds
         self._rand = rand
         if self._concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -151,7 +154,7 @@ class Worker:
                     self._saturated = len(claimed) == free
                 if time.monotonic() - last_metrics >= self._metrics_interval:
                     last_metrics = time.monotonic()
-                    await self._publish_metrics()
+                    await self._housekeeping()
                 if self._stopping:
                     break
                 with contextlib.suppress(TimeoutError):
@@ -302,14 +305,20 @@ class Worker:
             log.exception("claiming jobs failed; trying again at the next poll")
             return []
 
-    async def _publish_metrics(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Outbox gauges, and finished jobs older than ``keep_done_seconds`` deleted."""
+        now = self._runtime.clock.now()
         try:
             async with self._runtime.sessions() as session:
-                stats = await jobs.outbox_stats(session, now=self._runtime.clock.now())
+                stats = await jobs.outbox_stats(session, now=now)
+            jobs.publish_outbox_metrics(stats)
+            if self._keep_done is not None:
+                async with self._runtime.sessions.begin() as session:
+                    await jobs.purge_done(
+                        session, older_than=now - timedelta(seconds=self._keep_done)
+                    )
         except Exception:
-            log.exception("reading outbox metrics failed")
-            return
-        jobs.publish_outbox_metrics(stats)
+            log.exception("outbox housekeeping failed")
 
     async def _watch_runtime_nudge(self) -> None:
         nudge: Any = getattr(self._runtime, "jobs_nudge", None)

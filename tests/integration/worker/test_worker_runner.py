@@ -13,6 +13,7 @@ from sqlalchemy import insert
 
 from smsgate.domain.backoff import RetryPolicy
 from smsgate.domain.clock import FakeClock, SystemClock
+from smsgate.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
 from smsgate.runtime import Runtime
 from smsgate.store import jobs
 from smsgate.store.models import Job
@@ -276,3 +277,30 @@ async def test_handlers_with_aclose_are_closed_when_the_worker_stops(runtime: Ru
     worker.stop()
     await asyncio.wait_for(task, DEADLINE)
     assert Holder.closed == 1
+
+
+async def test_housekeeping_publishes_gauges_and_purges_old_finished_jobs(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    async def noop(payload: dict[str, Any], ctx: JobContext) -> None:
+        return None
+
+    old = await _enqueue(runtime, "k", {})
+    worker = Worker(runtime, {"k": noop}, poll_seconds=0.01, metrics_interval_seconds=0)
+    assert await worker.run_pending() == 1
+    clock.advance(8 * 24 * 3600)
+    await _enqueue(runtime, "nobody-runs-this", {}, run_at=clock.now() - timedelta(seconds=30))
+
+    task = asyncio.create_task(worker.run())
+    try:
+
+        async def purged() -> bool:
+            async with runtime.sessions() as session:
+                return await jobs.get_job(session, old) is None
+
+        await _until(purged, "the week-old finished job was deleted")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, DEADLINE)
+    assert OUTBOX_DEPTH.labels(kind="nobody-runs-this")._value.get() == 1
+    assert OUTBOX_OLDEST_AGE._value.get() == 30
