@@ -1,0 +1,237 @@
+"""Storing MOs from an SMPP link: whole messages, parts of concatenated ones, and the guard
+against redeliveries. Every function runs in the caller's transaction and never commits.
+
+Redeliveries. An SMSC delivers an MO again when it did not get our deliver_sm_resp, and SMPP
+gives the MO no id to recognise it by (``incoming.py``). A fingerprint alone cannot tell a
+redelivery from the same subscriber sending the same text again, which is exactly what a
+multi-message "safe" payment asks of them. So each MO is written with a row in
+``mo_unconfirmed_acks`` (fingerprint, connection), deleted once the SMSC has answered a
+request we sent after the response on that connection (TCP delivers in order: it has read
+the response). A deliver_sm whose fingerprint matches a row *of another connection*, younger
+than ``mo_redelivery_seconds``, is the redelivery of that MO: it gets the same operator
+message id, and ``receive_mo`` treats it as the duplicate it is. One row accounts for one
+redelivery: it moves to the new connection. An identical MO on the same live connection is a
+new message: an SMSC only redelivers after it gave up on a response, and then it drops the
+connection or the response timer has long passed.
+
+Concatenated MOs. Each part is stored in ``mo_fragments`` before it is acknowledged (unique
+per operator, sender, short number, reference, total and part number, so a redelivered part
+changes nothing), and the MO is created in the transaction that stores the last part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Final
+
+from sqlalchemy import and_, delete, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from smsgate.domain.text import Alphabet, decode
+from smsgate.links.incoming import IncomingMoPart
+from smsgate.services.mo import IncomingMo, MoHandler, MoOutcome, receive_mo
+from smsgate.store.conflicts import insert_if_absent
+from smsgate.store.models import MoFragment, MoUnconfirmedAck
+
+_FRAGMENT_KEY: Final = ("operator_id", "msisdn", "short_number", "ref", "total", "seq")
+_counter = itertools.count(1)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMo:
+    outcome: MoOutcome | None  # None: a part of a message still missing others
+    ack_guard_id: int | None  # the mo_unconfirmed_acks row to delete once confirmed
+    redelivery: bool = False
+
+
+async def store_whole_mo(
+    session: AsyncSession,
+    *,
+    operator_id: str,
+    part: IncomingMoPart,
+    text: str,
+    connection_id: str,
+    now: datetime,
+    redelivery_window: timedelta,
+    handlers: Mapping[str, MoHandler],
+) -> StoredMo:
+    guard_id: int | None = None
+    redelivery = False
+    if part.smsc_id is not None:
+        message_id = f"smsc:{part.smsc_id}"[:128]
+    else:
+        earlier = (
+            await session.execute(
+                select(MoUnconfirmedAck.id, MoUnconfirmedAck.operator_message_id)
+                .where(
+                    MoUnconfirmedAck.operator_id == operator_id,
+                    MoUnconfirmedAck.fingerprint == part.fingerprint,
+                    MoUnconfirmedAck.connection_id != connection_id,
+                    MoUnconfirmedAck.received_at >= now - redelivery_window,
+                )
+                .order_by(MoUnconfirmedAck.id)
+                .limit(1)
+            )
+        ).first()
+        if earlier is not None:
+            guard_id, message_id, redelivery = earlier.id, earlier.operator_message_id, True
+            await session.execute(
+                update(MoUnconfirmedAck)
+                .where(MoUnconfirmedAck.id == guard_id)
+                .values(connection_id=connection_id)
+            )
+        else:
+            stamp = int(now.timestamp() * 1_000_000)
+            message_id = f"fp:{part.fingerprint[:32]}:{stamp}:{next(_counter)}"
+            guard = MoUnconfirmedAck(
+                operator_id=operator_id,
+                fingerprint=part.fingerprint,
+                operator_message_id=message_id,
+                connection_id=connection_id,
+                received_at=now,
+            )
+            session.add(guard)
+            await session.flush()
+            guard_id = guard.id
+    outcome = await receive_mo(
+        session,
+        IncomingMo(
+            operator_id=operator_id,
+            operator_message_id=message_id,
+            short_number=part.short_number,
+            msisdn=part.msisdn,
+            text=text,
+            details={"via": "smpp", "data_coding": part.data_coding, "parts": 1},
+        ),
+        now=now,
+        handlers=handlers,
+    )
+    return StoredMo(outcome, guard_id, redelivery)
+
+
+async def store_fragment(
+    session: AsyncSession,
+    *,
+    operator_id: str,
+    part: IncomingMoPart,
+    now: datetime,
+    default_alphabet: Alphabet,
+    handlers: Mapping[str, MoHandler],
+) -> StoredMo:
+    """Keep one part; when it completes its message, create the MO and drop the parts."""
+    concat = part.concat
+    assert concat is not None
+    values = {
+        "operator_id": operator_id,
+        "msisdn": part.msisdn,
+        "short_number": part.short_number,
+        "ref": concat.ref,
+        "total": concat.total,
+        "seq": concat.seq,
+        "data_coding": part.data_coding,
+        "payload": part.payload,
+        "received_at": now,
+    }
+    same_message = and_(
+        MoFragment.operator_id == operator_id,
+        MoFragment.msisdn == part.msisdn,
+        MoFragment.short_number == part.short_number,
+        MoFragment.ref == concat.ref,
+        MoFragment.total == concat.total,
+    )
+    table = MoFragment.__table__
+    inserted = await insert_if_absent(session, table, values, _FRAGMENT_KEY)  # type: ignore[arg-type]
+    if inserted is None:
+        stored = (
+            await session.execute(
+                select(MoFragment.payload).where(same_message, MoFragment.seq == concat.seq)
+            )
+        ).scalar_one()
+        if bytes(stored) == part.payload:
+            return StoredMo(None, None, redelivery=True)
+        # The handset reused the reference for a new message: the old parts are stale.
+        await session.execute(delete(MoFragment).where(same_message))
+        await insert_if_absent(session, table, values, _FRAGMENT_KEY)  # type: ignore[arg-type]
+    rows = (
+        await session.execute(
+            select(
+                MoFragment.id,
+                MoFragment.seq,
+                MoFragment.data_coding,
+                MoFragment.payload,
+                MoFragment.received_at,
+            )
+            .where(same_message)
+            .order_by(MoFragment.seq)
+        )
+    ).all()
+    if len(rows) < concat.total:
+        return StoredMo(None, None)
+    # Joined as octets and decoded once: a sender may cut an escape or a surrogate pair.
+    joined = b"".join(bytes(row.payload) for row in rows)
+    text = decode(joined, rows[0].data_coding, default_alphabet=default_alphabet)
+    first_id = min(row.id for row in rows)
+    first_at = min(row.received_at for row in rows)
+    identity = f"{part.msisdn}|{part.short_number}|{concat.ref}|{concat.total}|{first_id}|"
+    identity += first_at.isoformat()
+    message_id = "cat:" + hashlib.sha256(identity.encode()).hexdigest()[:40]
+    await session.execute(delete(MoFragment).where(same_message))
+    outcome = await receive_mo(
+        session,
+        IncomingMo(
+            operator_id=operator_id,
+            operator_message_id=message_id,
+            short_number=part.short_number,
+            msisdn=part.msisdn,
+            text=text,
+            details={
+                "via": "smpp",
+                "data_coding": rows[0].data_coding,
+                "parts": concat.total,
+                "ref": concat.ref,
+            },
+        ),
+        now=now,
+        handlers=handlers,
+    )
+    return StoredMo(outcome, None)
+
+
+async def confirm_acks(session: AsyncSession, guard_ids: list[int]) -> None:
+    """The SMSC has read the responses of these MOs: they no longer guard anything."""
+    if guard_ids:
+        await session.execute(delete(MoUnconfirmedAck).where(MoUnconfirmedAck.id.in_(guard_ids)))
+
+
+async def expire(
+    session: AsyncSession,
+    *,
+    operator_id: str,
+    now: datetime,
+    fragment_max_age: timedelta,
+    redelivery_window: timedelta,
+) -> tuple[int, int]:
+    """Drop parts that waited too long for the rest, and guards past the redelivery window.
+
+    Returns (parts dropped, guards dropped).
+    """
+    fragments = await session.execute(
+        delete(MoFragment).where(
+            MoFragment.operator_id == operator_id,
+            MoFragment.received_at < now - fragment_max_age,
+        )
+    )
+    guards = await session.execute(
+        delete(MoUnconfirmedAck).where(
+            MoUnconfirmedAck.operator_id == operator_id,
+            MoUnconfirmedAck.received_at < now - redelivery_window,
+        )
+    )
+    return (
+        int(getattr(fragments, "rowcount", 0) or 0),
+        int(getattr(guards, "rowcount", 0) or 0),
+    )

@@ -1,0 +1,267 @@
+"""Receiving from the SMSC: MOs and delivery receipts, committed before they are acknowledged.
+
+The session hands each deliver_sm (or data_sm) to :meth:`Receiver.handle`, which queues it and
+waits. A single task takes everything queued, processes it in one transaction (a savepoint
+per PDU, so one bad PDU does not sink the rest), commits, and only then releases the
+handlers, whose responses the session writes: nothing is acknowledged before it is durable
+(DESIGN.md §2.1), and a burst of receipts costs one commit, not one per receipt.
+
+Answers: ESME_ROK once committed. When the database fails, ESME_RX_T_APPN (SMPP 3.4 §5.1.3,
+temporary application error): the SMSC keeps the message and delivers it again later. A
+receipt we cannot read is acknowledged and counted as an error; refusing it would only make
+the SMSC repeat it forever.
+
+Receipts and submit outcomes are written under the link's write lock. Without it, on
+PostgreSQL, a receipt and the submit_sm_resp of its part could commit at the same moment,
+each transaction not seeing the other's row, and the receipt would never be matched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from smsgate.domain.clock import Clock
+from smsgate.links import mo_store
+from smsgate.links.incoming import is_receipt, read_mo, read_receipt
+from smsgate.links.settings import LinkSettings
+from smsgate.links.state import LINK_DELIVER_SM, LinkState
+from smsgate.services.dlr import IncomingReceipt, receive_receipt
+from smsgate.services.mo import MoHandler
+from smsgate.smpp.constants import CommandStatus
+from smsgate.smpp.errors import PduError, SmppError
+from smsgate.smpp.pdu import (
+    AlertNotification,
+    DataSm,
+    DataSmResp,
+    DeliverSm,
+    DeliverSmResp,
+    EnquireLink,
+    Outbind,
+    Response,
+)
+from smsgate.smpp.session import IncomingPdu, SmppSession
+
+log = logging.getLogger(__name__)
+S = CommandStatus
+MAX_BATCH: Final = 500
+
+
+@dataclass(slots=True)
+class _Item:
+    pdu: DeliverSm | DataSm
+    session: SmppSession
+    connection_id: str
+    future: asyncio.Future[Response] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Receiver:
+    """The receiving side of one operator link; lives as long as the link."""
+
+    def __init__(
+        self,
+        settings: LinkSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        handlers: Mapping[str, MoHandler],
+        state: LinkState,
+        write_lock: asyncio.Lock,
+        on_committed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.settings = settings
+        self._sessions = sessions
+        self._clock = clock
+        self._handlers = handlers
+        self._state = state
+        self._lock = write_lock
+        self._on_committed = on_committed
+        self._queue: list[_Item] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._probes: set[asyncio.Task[None]] = set()
+        self.batches = 0
+
+    def handler_for(self, session: SmppSession, connection_id: str) -> Callable[..., Any]:
+        """The request handler of one session (``connection_id`` names that connection)."""
+
+        async def handle(pdu: IncomingPdu) -> Response | None:
+            if isinstance(pdu, DeliverSm | DataSm):
+                item = _Item(pdu, session, connection_id)
+                self._queue.append(item)
+                self._wake.set()
+                if self._task is None or self._task.done():
+                    self._task = asyncio.get_running_loop().create_task(self._run())
+                return await item.future
+            if isinstance(pdu, AlertNotification | Outbind):
+                return None  # §4.12, §4.1.7: notifications; nothing to answer
+            raise PduError(S.ESME_RINVCMDID, f"{pdu.command_id.name} is not for an ESME")
+
+        return handle
+
+    async def close(self) -> None:
+        """Finish the batch in progress; drop what is queued (it was never acknowledged)."""
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_result(_response(item.pdu, S.ESME_RX_T_APPN))
+        self._queue.clear()
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for probe in list(self._probes):
+            probe.cancel()
+        await asyncio.gather(*self._probes, return_exceptions=True)
+
+    async def _run(self) -> None:
+        while self._queue:
+            batch = self._queue[:MAX_BATCH]
+            del self._queue[:MAX_BATCH]
+            await self._process(batch)
+
+    async def _process(self, batch: list[_Item]) -> None:
+        now = self._clock.now()
+        statuses: list[int] = []
+        guards: dict[str, tuple[SmppSession, list[int]]] = {}
+        batch_guards: list[tuple[_Item, int]] = []
+        receipts = any(is_receipt(item.pdu) for item in batch)
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                if receipts:
+                    await stack.enter_async_context(self._lock)
+                session = await stack.enter_async_context(self._sessions())
+                await stack.enter_async_context(session.begin())
+                for item in batch:
+                    status, guard = await self._one(session, item, now)
+                    statuses.append(status)
+                    if guard is not None:
+                        batch_guards.append((item, guard))
+            self.batches += 1
+        except Exception as exc:
+            log.exception(
+                "%s: could not store %d deliveries", self.settings.operator_id, len(batch)
+            )
+            self._state.error("database", str(exc))
+            statuses = [S.ESME_RX_T_APPN] * len(batch)
+            batch_guards = []
+        for item, status in zip(batch, statuses, strict=True):
+            if not item.future.done():
+                item.future.set_result(_response(item.pdu, status))
+        for item, guard in batch_guards:
+            guards.setdefault(item.connection_id, (item.session, []))[1].append(guard)
+        for smpp_session, ids in guards.values():
+            probe = asyncio.get_running_loop().create_task(self._confirm(smpp_session, ids))
+            self._probes.add(probe)
+            probe.add_done_callback(self._probes.discard)
+        if any(status == S.ESME_ROK for status in statuses):
+            self._on_committed()
+
+    async def _one(self, session: AsyncSession, item: _Item, now: Any) -> tuple[int, int | None]:
+        """Process one PDU inside its own savepoint: (command_status, guard id or None)."""
+        op = self.settings.operator_id
+        pdu = item.pdu
+        try:
+            async with session.begin_nested():
+                if is_receipt(pdu):
+                    await self._receipt(session, pdu, now)
+                    return S.ESME_ROK, None
+                part = read_mo(pdu)
+                if part.concat is not None:
+                    stored = await mo_store.store_fragment(
+                        session,
+                        operator_id=op,
+                        part=part,
+                        now=now,
+                        default_alphabet=self.settings.default_alphabet,
+                        handlers=self._handlers,
+                    )
+                    kind = "fragment" if stored.outcome is None else "mo"
+                else:
+                    stored = await mo_store.store_whole_mo(
+                        session,
+                        operator_id=op,
+                        part=part,
+                        text=part.text(self.settings.default_alphabet),
+                        connection_id=item.connection_id,
+                        now=now,
+                        redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
+                        handlers=self._handlers,
+                    )
+                    kind = "mo"
+                if stored.redelivery or (stored.outcome is not None and stored.outcome.duplicate):
+                    kind = "redelivery"
+                elif stored.outcome is not None:
+                    self._state.mo_received += 1
+                LINK_DELIVER_SM.labels(op, kind).inc()
+                return S.ESME_ROK, stored.ack_guard_id
+        except Exception as exc:
+            log.exception("%s: could not store a %s", op, pdu.command_id.name)
+            self._state.error("deliver_sm", str(exc))
+            LINK_DELIVER_SM.labels(op, "refused").inc()
+            return S.ESME_RX_T_APPN, None
+
+    async def _receipt(self, session: AsyncSession, pdu: DeliverSm | DataSm, now: Any) -> None:
+        op = self.settings.operator_id
+        receipt = read_receipt(pdu, self.settings.dlr_id_format)
+        LINK_DELIVER_SM.labels(op, "receipt").inc()
+        if receipt is None:
+            self._state.error("receipt", f"unreadable receipt from {pdu.source_addr!r}")
+            return
+        self._state.receipts_received += 1
+        await receive_receipt(
+            session,
+            IncomingReceipt(
+                operator_id=op,
+                operator_message_id=receipt.message_id,
+                state=receipt.state,
+                error_code=receipt.error_code,
+                raw={"via": "smpp", "id": receipt.raw_id, "stat": receipt.stat},
+            ),
+            now=now,
+        )
+
+    async def _confirm(self, session: SmppSession, guard_ids: list[int]) -> None:
+        """Send enquire_link after the responses; its answer proves the SMSC read them."""
+        # The handlers write their responses when they resume, which the loop does before
+        # this task's first step; one more pass makes the order certain.
+        await asyncio.sleep(0)
+        try:
+            await session.send_request(EnquireLink(), self.settings.response_timeout_seconds)
+        except SmppError:
+            return  # unconfirmed: the guards stay and recognise a redelivery
+        try:
+            async with self._sessions() as db, db.begin():
+                await mo_store.confirm_acks(db, guard_ids)
+        except Exception as exc:
+            self._state.error("database", str(exc))  # the guards expire on their own
+
+    async def housekeeping(self) -> None:
+        """Expire stale MO parts and redelivery guards (run every few minutes)."""
+        now = self._clock.now()
+        async with self._sessions() as session, session.begin():
+            parts, _guards = await mo_store.expire(
+                session,
+                operator_id=self.settings.operator_id,
+                now=now,
+                fragment_max_age=timedelta(seconds=self.settings.fragment_max_age_seconds),
+                redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
+            )
+        if parts:
+            log.warning(
+                "%s: dropped %d parts of concatenated MOs whose other parts never came",
+                self.settings.operator_id,
+                parts,
+            )
+
+
+def _response(pdu: DeliverSm | DataSm, status: int) -> Response:
+    if isinstance(pdu, DataSm):
+        return DataSmResp(sequence_number=pdu.sequence_number, command_status=status)
+    return DeliverSmResp(sequence_number=pdu.sequence_number, command_status=status)

@@ -1,0 +1,216 @@
+"""Writing submit outcomes in batches: many submit_sm_resp per transaction.
+
+A transaction per response would cap a link at the database's commit rate; instead outcomes
+are buffered and a single background task writes whatever has gathered, one transaction per
+batch, while the next responses keep arriving. An outcome not yet written when the process
+dies leaves its MT ``submitting``, which the next owner marks ``unknown`` (submitter.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, cast
+
+from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from smsgate.domain.clock import Clock
+from smsgate.links.state import LinkState
+from smsgate.services.dlr import attach_operator_message_id
+from smsgate.store.models import DeliveryReport, MtMessage, MtPart
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH: Final = 2000
+_CHUNK: Final = 500  # ids per IN (...) list
+_WRITE_ATTEMPTS: Final = 5
+
+_MT = cast(Table, MtMessage.__table__)
+_PARTS = cast(Table, MtPart.__table__)
+_FINAL_UPDATE = (
+    update(_MT)
+    .where(_MT.c.id == bindparam("b_id"), _MT.c.status == "submitting")
+    .values(
+        status=bindparam("b_status"),
+        error_code=bindparam("b_error"),
+        updated_at=bindparam("b_now"),
+    )
+)
+_REQUEUE_UPDATE = (
+    update(_MT)
+    .where(_MT.c.id == bindparam("b_id"), _MT.c.status == "submitting")
+    .values(
+        status="queued",
+        error_code=bindparam("b_error"),
+        updated_at=bindparam("b_now"),
+        next_attempt_at=bindparam("b_next"),
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PartOutcome:
+    part_no: int
+    status: str  # submitted | failed | unknown
+    message_id: str
+    error: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MtOutcome:
+    mt_id: int
+    status: str  # submitted | failed | unknown | queued
+    error: str
+    parts: list[PartOutcome] = field(default_factory=list)
+    next_attempt_at: datetime | None = None
+
+
+class ResultWriter:
+    def __init__(
+        self,
+        operator_id: str,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock,
+        lock: asyncio.Lock,
+        state: LinkState,
+    ) -> None:
+        self._operator_id = operator_id
+        self._sessions = sessions
+        self._clock = clock
+        self._lock = lock
+        self._state = state
+        self._buffer: list[MtOutcome] = []
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # transactions written, for tests and benchmarks
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def add(self, outcome: MtOutcome) -> None:
+        self._buffer.append(outcome)
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def flush(self) -> None:
+        """Return once everything added so far is written (or given up on)."""
+        while self._task is not None and not self._task.done():
+            await asyncio.shield(self._task)
+        if self._buffer:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+            await asyncio.shield(self._task)
+
+    async def _run(self) -> None:
+        while self._buffer:
+            batch = self._buffer[:MAX_BATCH]
+            del self._buffer[:MAX_BATCH]
+            for attempt in range(1, _WRITE_ATTEMPTS + 1):
+                try:
+                    await self._write(batch)
+                    self.batches += 1
+                    break
+                except Exception as exc:
+                    self._state.error("database", str(exc))
+                    if attempt == _WRITE_ATTEMPTS:
+                        # The MTs stay "submitting"; the next start marks them unknown.
+                        log.exception(
+                            "%s: could not record %d submit outcomes",
+                            self._operator_id,
+                            len(batch),
+                        )
+                        break
+                    await asyncio.sleep(0.1 * 2**attempt)
+
+    async def _write(self, batch: list[MtOutcome]) -> None:
+        now = self._clock.now()
+        part_rows: list[dict[str, Any]] = []
+        submitted: list[int] = []
+        finals: list[dict[str, Any]] = []
+        requeued: list[dict[str, Any]] = []
+        for outcome in batch:
+            for part in outcome.parts:
+                part_rows.append(
+                    {
+                        "mt_id": outcome.mt_id,
+                        "part_no": part.part_no,
+                        "operator_id": self._operator_id,
+                        "operator_message_id": part.message_id or None,
+                        "status": part.status,
+                        "error_code": part.error[:32],
+                        "submitted_at": part.at,
+                        "done_at": part.at if part.status == "failed" else None,
+                    }
+                )
+            if outcome.status == "submitted":
+                submitted.append(outcome.mt_id)
+            elif outcome.status == "queued":
+                requeued.append(
+                    {
+                        "b_id": outcome.mt_id,
+                        "b_error": outcome.error[:32],
+                        "b_now": now,
+                        "b_next": outcome.next_attempt_at or now,
+                    }
+                )
+            else:
+                finals.append(
+                    {
+                        "b_id": outcome.mt_id,
+                        "b_status": outcome.status,
+                        "b_error": outcome.error[:32],
+                        "b_now": now,
+                    }
+                )
+        message_ids = [
+            row["operator_message_id"] for row in part_rows if row["status"] == "submitted"
+        ]
+        async with self._lock, self._sessions() as session, session.begin():
+            if part_rows:
+                await session.execute(insert(_PARTS), part_rows)
+            for chunk in _chunks(submitted):
+                await session.execute(
+                    update(_MT)
+                    .where(_MT.c.id.in_(chunk), _MT.c.status == "submitting")
+                    .values(status="submitted", error_code="", updated_at=now)
+                )
+            if finals:
+                await session.execute(_FINAL_UPDATE, finals)
+            if requeued:
+                await session.execute(_REQUEUE_UPDATE, requeued)
+            await self._apply_early_receipts(session, [m for m in message_ids if m], now)
+
+    async def _apply_early_receipts(
+        self, session: AsyncSession, message_ids: list[str], now: datetime
+    ) -> None:
+        """Receipts that came before their submit_sm_resp (DESIGN.md §2.2) are applied now."""
+        early: set[str] = set()
+        for chunk in _chunks(message_ids):
+            rows = await session.execute(
+                select(DeliveryReport.operator_message_id).where(
+                    DeliveryReport.operator_id == self._operator_id,
+                    DeliveryReport.mt_part_id.is_(None),
+                    DeliveryReport.operator_message_id.in_(chunk),
+                )
+            )
+            early.update(rows.scalars())
+        if not early:
+            return
+        parts = (
+            await session.execute(
+                select(MtPart).where(
+                    MtPart.operator_id == self._operator_id,
+                    MtPart.operator_message_id.in_(sorted(early)),
+                )
+            )
+        ).scalars()
+        for part in list(parts):
+            assert part.operator_message_id is not None
+            await attach_operator_message_id(session, part, part.operator_message_id, now=now)
+
+
+def _chunks(items: list[Any]) -> list[list[Any]]:
+    return [items[start : start + _CHUNK] for start in range(0, len(items), _CHUNK)]

@@ -1,0 +1,3 @@
+from tests.integration.links.link_env import runtime, simulator
+
+__all__ = ["runtime", "simulator"]
