@@ -15,6 +15,67 @@ def version() -> None:
     typer.echo(__version__)
 
 
+@app.command("simulator")
+def simulator_command(
+    config: str = typer.Option(
+        ...,
+        "--config",
+        help="Provisioning file (TOML): operators "
+        "whose binds to accept, short numbers that price MOs.",
+    ),
+    smpp_port: int = typer.Option(2775, "--smpp-port", help="SMPP port (0: any free port)."),
+    http_port: int = typer.Option(8775, "--http-port", help="Control API port (0: any)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    gateway_url: str | None = typer.Option(
+        None, "--gateway-url", help="Gateway base URL that call events are forwarded to."
+    ),
+    intake_secret: str | None = typer.Option(
+        None,
+        "--intake-secret",
+        envvar="SMSGATE_SIM_INTAKE_SECRET",
+        help="Bearer secret for the gateway's intake (default: the operator's intake_secret).",
+    ),
+    dlr_delay_ms: int = typer.Option(0, "--dlr-delay-ms", help="Delay before each receipt."),
+    dlr_outcome: str = typer.Option("DELIVRD", "--dlr-outcome", help="Receipt stat: word."),
+    receipt_before_resp: bool = typer.Option(
+        False, "--receipt-before-resp", help="Send each receipt before its submit_sm_resp."
+    ),
+    inbox_limit: int = typer.Option(
+        1000, "--inbox-limit", help="Messages kept per handset (0: none, for benchmarks)."
+    ),
+    log_level: str = typer.Option("INFO", "--log-level"),
+) -> None:
+    """Run the built-in operator simulator: an SMSC over SMPP and its HTTP control API."""
+    import asyncio
+
+    from smsgate.domain.config_errors import ConfigError
+    from smsgate.logs import configure_logging
+    from smsgate.simulator import SimulatorOptions, load_config
+    from smsgate.simulator.receipts import DlrSettings
+    from smsgate.simulator.runner import run_simulator
+
+    configure_logging(log_level.upper())
+    try:
+        dlr = DlrSettings(
+            delay_ms=dlr_delay_ms, outcome=dlr_outcome.upper(), before_resp=receipt_before_resp
+        )
+        options = SimulatorOptions(
+            gateway_url=gateway_url,
+            intake_secret=intake_secret,
+            dlr=dlr,
+            inbox_limit=max(inbox_limit, 0),
+        )
+        loaded = load_config(config, options)
+    except ConfigError as exc:
+        for line in exc.lines():
+            typer.echo(line, err=True)
+        raise typer.Exit(2) from None
+    except (OSError, ValueError) as exc:
+        typer.echo(f"{config}: {exc}", err=True)
+        raise typer.Exit(2) from None
+    asyncio.run(run_simulator(loaded, host=host, smpp_port=smpp_port, http_port=http_port))
+
+
 @app.command("apply")
 def apply_command(
     file: str = typer.Argument(..., help="Provisioning file (TOML)."),
