@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import typer
+
+from smsgate.config import get_settings
+from smsgate.logs import configure_logging
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="smsgate: SMS gateway")
 
@@ -138,3 +143,34 @@ def apply_command(
     for change in report.changes:
         fields = f": {', '.join(change.fields)}" if change.action == "update" else ""
         console.print(f"{change.action} {change.section} {change.entity_id}{fields}")
+
+
+@app.command()
+def serve(
+    api: bool = typer.Option(True, help="Serve the HTTP API."),
+    worker: bool = typer.Option(True, help="Run the outbox worker (webhooks, jobs)."),
+    links: bool = typer.Option(True, help="Run the operator SMPP links."),
+    migrate: bool = typer.Option(True, help="Bring the database schema up to date first."),
+) -> None:
+    """Run the gateway: HTTP API, worker and operator links in one process."""
+    from smsgate.app import serve as run
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    asyncio.run(run(settings, api=api, worker=worker, links=links, migrate=migrate))
+
+
+@app.command()
+def demo(
+    port: int = typer.Option(8080, help="HTTP port of the gateway (and of /sim, /merchant)."),
+    host: str = typer.Option("127.0.0.1", help="Address to serve on."),
+    database: str = typer.Option("smsgate-demo.db", help="SQLite file the demo keeps."),
+) -> None:
+    """Run everything on SQLite: gateway, built-in operator over SMPP, sample merchant."""
+    from pathlib import Path
+
+    from smsgate.demo.runner import DemoOptions, run_demo
+
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    asyncio.run(run_demo(DemoOptions(host=host, port=port, database=Path(database))))

@@ -1,0 +1,3 @@
+from smsgate.cli import app
+
+app(prog_name="smsgate")

@@ -1,0 +1,1 @@
+"""``smsgate demo``: the gateway, the built-in operator, a sample merchant and its services."""
