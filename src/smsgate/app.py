@@ -39,6 +39,9 @@ def build_runtime(
 
 def install_service_handlers(runtime: Runtime) -> None:
     """Each service type says what an MO routed to it does."""
+    from smsgate.services.access_codes import make_mo_handler
+
+    runtime.mo_handlers["access_code"] = make_mo_handler()
 
 
 class _QuietServer(uvicorn.Server):

@@ -1,0 +1,404 @@
+"""Checking an access code (seed 000 ``check_code.php``, the JSON API and the hosted page).
+
+The order of checks (docs/access_codes.md, "Order of checks"); the first that applies answers:
+
+1. ``INVALID_INPUT``: a parameter is missing, repeated or malformed (decided by the caller,
+   which records it through :meth:`CodeChecker.record_invalid_input`);
+2. ``INVALID_INPUT``: no access-code service with this ``service_id`` belongs to ``user_id``
+   (an unknown pair, another merchant's service, a service of another type: one answer, so
+   nobody learns which services exist);
+3. ``BAN_IP_TEMP``: the requesting address is banned on this service;
+4. ``INVALID_IP``: the service has an allowlist and the address is not on it (a failure);
+5. ``SERVICE_DISABLED``;
+6. ``CODE_NOT_FOUND``: no such code in this service (a failure);
+7. ``CODE_EXPIRED``: out of time, or out of uses;
+8. ``CODE_OK``: and the check is a use of the code.
+
+Failures (4 and 6) count towards a ban of the requesting address (services/bans.py).
+
+The path is kept short because sites call it on every page view: the service is read from a
+cache that lives ``cache_seconds`` (changes to a service reach every process within that
+time), then one transaction does one lookup by the unique (service, code) index, at most one
+conditional UPDATE (the use), and one INSERT of the check row. The UPDATE's WHERE carries the
+condition that makes it safe under concurrency (``uses_left > 0``, ``first_used_at IS
+NULL``): of N concurrent checks of a one-use code exactly one gets ``CODE_OK``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import unicodedata
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Final
+
+from sqlalchemy import case, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from smsgate.domain import access_codes as rules_
+from smsgate.domain.access_codes import CheckOutcome, CodeKind, CodeRules, CodeState
+from smsgate.domain.clock import Clock
+from smsgate.services.access_code_settings import (
+    AccessCodeConfig,
+    Allowlist,
+    MisconfiguredService,
+    read_config,
+)
+from smsgate.services.bans import BanList
+from smsgate.store.models import AccessCode, CodeCheck, Service
+
+log = logging.getLogger(__name__)
+
+
+class CheckAnswer(StrEnum):
+    """The seven words of seed 000; nothing else is ever answered."""
+
+    BAN_IP_TEMP = "BAN_IP_TEMP"
+    INVALID_IP = "INVALID_IP"
+    INVALID_INPUT = "INVALID_INPUT"
+    SERVICE_DISABLED = "SERVICE_DISABLED"
+    CODE_NOT_FOUND = "CODE_NOT_FOUND"
+    CODE_EXPIRED = "CODE_EXPIRED"
+    CODE_OK = "CODE_OK"
+
+
+# Answers that count towards a ban of the requesting address.
+FAILURES: Final = frozenset({CheckAnswer.INVALID_IP, CheckAnswer.CODE_NOT_FOUND})
+
+MAX_CODE_INPUT: Final = 64  # code_checks.code_given; longer input is INVALID_INPUT
+TRACE_FIELD: Final = 64  # code_checks.requester_ip / user_ip
+SERVICE_TYPE: Final = "access_code"
+# A first use races with another first use at most once; the bound only guards the loop.
+MAX_ATTEMPTS: Final = 3
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters without control characters (PostgreSQL refuses
+    NUL in text, and a trace shown in the panel has no use for the others)."""
+    kept = "".join(c for c in text if unicodedata.category(c)[0] != "C")
+    return kept[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    service_id: int
+    code: str  # as given; normalised here
+    requester_ip: str  # the address the request came from (bans, allowlist)
+    user_id: int | None = None  # None: the caller has authenticated the merchant already
+    user_ip: str = ""  # the end user's address, for the trace only
+    via: str = "legacy"  # legacy | rest | hosted
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    answer: CheckAnswer
+    service_id: int | None = None
+    code_id: int | None = None
+    # The code's terms after this check (CODE_OK / CODE_EXPIRED only).
+    expires_at: datetime | None = None
+    uses_left: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceView:
+    """What a check needs of a service, cached briefly."""
+
+    id: int
+    merchant_id: int
+    type: str
+    status: str
+    allowlist: Allowlist
+    config: AccessCodeConfig | None  # None: the stored settings are unusable
+    signing_secret: str
+
+
+class ServiceCache:
+    """Services by id for ``ttl`` seconds of the monotonic clock, unknown ids included (so a
+    flood of made-up ids does not reach the database either); at most ``max_entries``."""
+
+    def __init__(self, engine: AsyncEngine, ttl: float, max_entries: int = 10_000) -> None:
+        self.engine = engine
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[int, tuple[float, ServiceView | None]] = {}
+
+    async def get(self, service_id: int) -> ServiceView | None:
+        now = time.monotonic()
+        cached = self._entries.get(service_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        view = await load_service(self.engine, service_id)
+        if self.ttl > 0:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[service_id] = (now + self.ttl, view)
+        return view
+
+    def forget(self, service_id: int | None = None) -> None:
+        if service_id is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(service_id, None)
+
+
+async def load_service(engine: AsyncEngine, service_id: int) -> ServiceView | None:
+    async with engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    Service.id,
+                    Service.merchant_id,
+                    Service.type,
+                    Service.status,
+                    Service.ip_allowlist,
+                    Service.settings,
+                    Service.signing_secret,
+                ).where(Service.id == service_id)
+            )
+        ).one_or_none()
+    if row is None:
+        return None
+    config: AccessCodeConfig | None = None
+    if row.type == SERVICE_TYPE:
+        try:
+            config = read_config(row.settings or {})
+        except MisconfiguredService:
+            log.error("service %s has unusable access-code settings", row.id, exc_info=True)
+    return ServiceView(
+        id=row.id,
+        merchant_id=row.merchant_id,
+        type=row.type,
+        status=row.status,
+        allowlist=Allowlist.parse(row.ip_allowlist or []),
+        config=config,
+        signing_secret=row.signing_secret,
+    )
+
+
+_CODE_COLUMNS = (
+    AccessCode.id,
+    AccessCode.kind,
+    AccessCode.issued_at,
+    AccessCode.valid_until,
+    AccessCode.lifetime_until,
+    AccessCode.first_used_at,
+    AccessCode.uses_left,
+    AccessCode.uses_count,
+    AccessCode.period_seconds,
+)
+
+
+def code_state(row: Any) -> CodeState:
+    return CodeState(
+        kind=CodeKind(row.kind),
+        issued_at=row.issued_at,
+        valid_until=row.valid_until,
+        lifetime_until=row.lifetime_until,
+        first_used_at=row.first_used_at,
+        uses_left=row.uses_left,
+        uses_count=row.uses_count,
+    )
+
+
+def terms_of(row: Any) -> CodeRules:
+    """The rules a stored code was sold under, as far as a use needs them: a first-use code
+    keeps the period it was issued with (``period_seconds``)."""
+    kind = CodeKind(row.kind)
+    if kind is CodeKind.USES:
+        return CodeRules(kind=kind, uses=max(1, row.uses_left or 1))
+    return CodeRules(kind=kind, validity=timedelta(seconds=max(1, row.period_seconds or 1)))
+
+
+class CodeChecker:
+    """Answers checks for one gateway process: the service cache and the ban list are its
+    own; everything that must be shared lives in the database and the ban storage."""
+
+    def __init__(
+        self, engine: AsyncEngine, clock: Clock, bans: BanList, *, cache_seconds: float = 1.0
+    ) -> None:
+        self.engine = engine
+        self.clock = clock
+        self.bans = bans
+        self.services = ServiceCache(engine, cache_seconds)
+        # SQLite has one writer; queueing writers here instead of in SQLite's busy handler
+        # (which sleeps in steps of up to 100 ms) keeps the latency of a check short.
+        self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+
+    async def service_for(self, service_id: int, user_id: int | None) -> ServiceView | None:
+        """The access-code service ``service_id`` of merchant ``user_id`` (any merchant when
+        None), or None: unknown, another merchant's, or another type."""
+        view = await self.services.get(service_id)
+        if view is None or view.type != SERVICE_TYPE:
+            return None
+        if user_id is not None and view.merchant_id != user_id:
+            return None
+        return view
+
+    async def check(self, request: CheckRequest) -> CheckResult:
+        view = await self.service_for(request.service_id, request.user_id)
+        now = self.clock.now()
+        if view is None:
+            return await self._finish(request, None, CheckResult(CheckAnswer.INVALID_INPUT), now)
+        config = view.config
+        if config is not None and await self.bans.is_banned(
+            str(view.id), request.requester_ip, config.bans, now
+        ):
+            return await self._finish(
+                request, view, self._result(CheckAnswer.BAN_IP_TEMP, view), now
+            )
+        if not view.allowlist.allows(request.requester_ip):
+            return await self._finish(
+                request, view, self._result(CheckAnswer.INVALID_IP, view), now
+            )
+        if view.status != "active" or config is None:
+            return await self._finish(
+                request, view, self._result(CheckAnswer.SERVICE_DISABLED, view), now
+            )
+        code = rules_.normalize_code_input(request.code)
+        if not code:
+            return await self._finish(
+                request, view, self._result(CheckAnswer.INVALID_INPUT, view), now
+            )
+        if len(code) > rules_.MAX_CODE_LENGTH or not (code.isascii() and code.isalnum()):
+            # Codes are drawn from ASCII letters and digits: anything else is no code (and
+            # never reaches the database, which may refuse some characters, such as NUL).
+            return await self._finish(
+                request, view, self._result(CheckAnswer.CODE_NOT_FOUND, view), now
+            )
+        async with self._write_turn(), self.engine.begin() as conn:
+            result = await self._redeem(conn, view.id, code, now)
+            await conn.execute(insert(CodeCheck), [self._check_row(request, view, result, now)])
+        await self._count_failure(request, view, result, now)
+        return result
+
+    async def record_invalid_input(
+        self, *, code_given: str, requester_ip: str, user_ip: str = "", via: str = "legacy"
+    ) -> CheckResult:
+        """Keep the trace of a request that could not even name a service."""
+        request = CheckRequest(0, code_given, requester_ip, None, user_ip, via)
+        return await self._finish(
+            request, None, CheckResult(CheckAnswer.INVALID_INPUT), self.clock.now()
+        )
+
+    async def aclose(self) -> None:
+        await self.bans.aclose()
+
+    # -- internals ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _result(answer: CheckAnswer, view: ServiceView) -> CheckResult:
+        return CheckResult(answer, view.id)
+
+    def _write_turn(self) -> asyncio.Lock | _NoLock:
+        return self._writer if self._writer is not None else _NO_LOCK
+
+    async def _finish(
+        self, request: CheckRequest, view: ServiceView | None, result: CheckResult, now: datetime
+    ) -> CheckResult:
+        """Store the check row of an answer given without looking at codes."""
+        async with self._write_turn(), self.engine.begin() as conn:
+            await conn.execute(insert(CodeCheck), [self._check_row(request, view, result, now)])
+        await self._count_failure(request, view, result, now)
+        return result
+
+    async def _count_failure(
+        self, request: CheckRequest, view: ServiceView | None, result: CheckResult, now: datetime
+    ) -> None:
+        if view is None or view.config is None or result.answer not in FAILURES:
+            return
+        if await self.bans.record_failure(
+            str(view.id), request.requester_ip, view.config.bans, now
+        ):
+            log.info("address %s banned on service %s", request.requester_ip, view.id)
+
+    @staticmethod
+    def _check_row(
+        request: CheckRequest, view: ServiceView | None, result: CheckResult, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "service_id": view.id if view is not None else None,
+            "code_id": result.code_id,
+            "code_given": printable(request.code, MAX_CODE_INPUT),
+            "at": now,
+            "requester_ip": printable(request.requester_ip, TRACE_FIELD),
+            "user_ip": printable(request.user_ip, TRACE_FIELD),
+            "answer": result.answer.value,
+            "via": request.via,
+        }
+
+    async def _redeem(
+        self, conn: AsyncConnection, service_id: int, code: str, now: datetime
+    ) -> CheckResult:
+        for _ in range(MAX_ATTEMPTS):
+            row = (
+                await conn.execute(
+                    select(*_CODE_COLUMNS).where(
+                        AccessCode.service_id == service_id, AccessCode.code == code
+                    )
+                )
+            ).one_or_none()
+            if row is None:
+                return CheckResult(CheckAnswer.CODE_NOT_FOUND, service_id)
+            state = code_state(row)
+            redemption = rules_.redeem(state, terms_of(row), now)
+            if redemption.outcome is not CheckOutcome.OK:
+                return self._expired(service_id, row.id, state)
+            used = redemption.state
+            statement = (
+                update(AccessCode)
+                .where(AccessCode.id == row.id)
+                .values(
+                    uses_count=AccessCode.uses_count + 1,
+                    first_used_at=func.coalesce(AccessCode.first_used_at, now),
+                )
+                .returning(AccessCode.uses_left)
+            )
+            if state.kind is CodeKind.USES:
+                # The guard that makes concurrent checks of a one-use code give one CODE_OK;
+                # the status is computed from the row as it is, not as it was read.
+                statement = statement.where(AccessCode.uses_left > 0).values(
+                    uses_left=AccessCode.uses_left - 1,
+                    status=case(
+                        (AccessCode.uses_left <= 1, rules_.CodeStatus.USED.value),
+                        else_=AccessCode.status,
+                    ),
+                )
+            elif state.kind is CodeKind.PERIOD_FROM_FIRST_USE and state.first_used_at is None:
+                # Only the first use starts the period; a concurrent first use makes this
+                # UPDATE match nothing, and the loop reads the period that one started.
+                statement = statement.where(AccessCode.first_used_at.is_(None)).values(
+                    valid_until=used.valid_until
+                )
+            updated = (await conn.execute(statement)).one_or_none()
+            if updated is not None:
+                return CheckResult(
+                    CheckAnswer.CODE_OK,
+                    service_id,
+                    row.id,
+                    rules_.expires_at(used),
+                    updated.uses_left,
+                )
+            if state.kind is CodeKind.USES:
+                return self._expired(service_id, row.id, replace(state, uses_left=0))
+            # Another check made the first use meanwhile: read the code again.
+        raise RuntimeError(f"code {service_id}/{code} kept changing under the check")
+
+    @staticmethod
+    def _expired(service_id: int, code_id: int, state: CodeState) -> CheckResult:
+        return CheckResult(
+            CheckAnswer.CODE_EXPIRED, service_id, code_id, rules_.expires_at(state), state.uses_left
+        )
+
+
+class _NoLock:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
+_NO_LOCK: Final = _NoLock()
