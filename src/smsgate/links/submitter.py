@@ -84,6 +84,7 @@ class _Flight:
     waiting: int = 0
     sending: bool = True  # parts are still being handed to the session
     parts: dict[int, PartOutcome] = field(default_factory=dict)
+    numbers: tuple[int, ...] = ()  # the parts this attempt is to send
     temporary: int = 0  # the command_status of a throttling answer, if any
     not_sent: bool = False
     failed: str = ""
@@ -117,6 +118,7 @@ class Submitter:
             base_seconds=settings.retry_min_seconds,
             cap_seconds=max(settings.retry_min_seconds, settings.retry_max_seconds),
         )
+        self._write_lock = write_lock
         self.writer = ResultWriter(settings.operator_id, sessions, clock, write_lock, state)
         self._flights: set[int] = set()
         self._drained = asyncio.Event()
@@ -154,6 +156,12 @@ class Submitter:
     # --- claiming -------------------------------------------------------------------------
 
     async def claim(self, limit: int) -> list[ClaimedMt]:
+        # Under the write lock: a receipt for a part sent in an earlier attempt must see the
+        # retried MT either queued or submitting, never half-way (see ResultWriter).
+        async with self._write_lock:
+            return await self._claim(limit)
+
+    async def _claim(self, limit: int) -> list[ClaimedMt]:
         now = self._clock.now()
         async with self._sessions() as session, session.begin():
             candidates = (
@@ -257,7 +265,7 @@ class Submitter:
             except (TextError, ValueError) as exc:
                 self._finish_failed(mt, "encoding", str(exc))
                 continue
-            flight = _Flight(mt)
+            flight = _Flight(mt, numbers=tuple(number for number, _ in pdus))
             self._flights.add(mt.id)
             self._drained.clear()
             for part_no, pdu in pdus:
@@ -333,12 +341,12 @@ class Submitter:
         op = self.settings.operator_id
         if flight.failed or "failed" in states:
             error = flight.failed or next(p.error for p in parts if p.status == "failed")
-            outcome = MtOutcome(mt.id, "failed", error, parts)
+            outcome = MtOutcome(mt.id, "failed", error, parts, retried=mt.attempts > 1)
             self._state.failed += 1
             MT_SUBMITTED.labels(op, "failed").inc()
         elif "unknown" in states:
             error = next(p.error for p in parts if p.status == "unknown")
-            outcome = MtOutcome(mt.id, "unknown", error, parts)
+            outcome = MtOutcome(mt.id, "unknown", error, parts, retried=mt.attempts > 1)
             self._state.unknown += 1
             MT_SUBMITTED.labels(op, "unknown").inc()
         elif flight.temporary or flight.not_sent:
@@ -349,11 +357,18 @@ class Submitter:
                 MT_SUBMITTED.labels(op, "throttled").inc()
             else:
                 error, delay = "", 0.0
+            waiting = tuple(n for n in flight.numbers if n not in flight.parts)
             outcome = MtOutcome(
-                mt.id, "queued", error, parts, next_attempt_at=now + timedelta(seconds=delay)
+                mt.id,
+                "queued",
+                error,
+                parts,
+                next_attempt_at=now + timedelta(seconds=delay),
+                waiting_parts=waiting,
+                retried=mt.attempts > 1,
             )
         else:
-            outcome = MtOutcome(mt.id, "submitted", "", parts)
+            outcome = MtOutcome(mt.id, "submitted", "", parts, retried=mt.attempts > 1)
             self._state.submitted += 1
             self._state.submit_meter.add()
             MT_SUBMITTED.labels(op, "ok").inc()
@@ -364,13 +379,28 @@ class Submitter:
 
     def _finish_unsent(self, mt: ClaimedMt) -> None:
         now = self._clock.now()
-        self.writer.add(MtOutcome(mt.id, "queued", "", [], next_attempt_at=now))
+        waiting: tuple[int, ...] = ()
+        if mt.attempts > 1:
+            # Its part rows were moved to "submitting" by the claim: put them back.
+            with contextlib.suppress(TextError, ValueError):
+                waiting = tuple(number for number, _ in submit_pdus(mt, self.settings))
+        self.writer.add(
+            MtOutcome(
+                mt.id,
+                "queued",
+                "",
+                [],
+                next_attempt_at=now,
+                waiting_parts=waiting,
+                retried=mt.attempts > 1,
+            )
+        )
 
     def _finish_failed(self, mt: ClaimedMt, kind: str, message: str) -> None:
         log.warning("%s: MT %d cannot be sent: %s", self.settings.operator_id, mt.id, message)
         self._state.failed += 1
         MT_SUBMITTED.labels(self.settings.operator_id, "failed").inc()
-        self.writer.add(MtOutcome(mt.id, "failed", kind, []))
+        self.writer.add(MtOutcome(mt.id, "failed", kind, [], retried=mt.attempts > 1))
 
     async def _wait_drained(self, session: SmppSession) -> None:
         # Every request ends: answered, timed out, or failed when the session closes.
@@ -384,10 +414,17 @@ class Submitter:
 
 
 async def _accepted_parts(session: AsyncSession, mt_ids: list[int]) -> dict[int, set[int]]:
-    """Part numbers of these MTs that an SMSC accepted in earlier attempts."""
+    """Part numbers of these MTs that an SMSC accepted in earlier attempts; the rows of the
+    parts still to send move from ``queued`` to ``submitting`` with their MT."""
+    await session.execute(
+        update(MtPart)
+        .where(MtPart.mt_id.in_(mt_ids), MtPart.status == "queued")
+        .values(status="submitting")
+        .execution_options(synchronize_session=False)
+    )
     rows = await session.execute(
         select(MtPart.mt_id, MtPart.part_no).where(
-            and_(MtPart.mt_id.in_(mt_ids), MtPart.status != "failed")
+            and_(MtPart.mt_id.in_(mt_ids), MtPart.status.not_in(("submitting", "failed")))
         )
     )
     done: dict[int, set[int]] = {}

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smsgate.domain.clock import Clock
@@ -67,6 +67,10 @@ class MtOutcome:
     error: str
     parts: list[PartOutcome] = field(default_factory=list)
     next_attempt_at: datetime | None = None
+    waiting_parts: tuple[int, ...] = ()
+    """Parts still to send when the MT is queued again: kept as ``queued`` rows, so that a
+    receipt for a part already sent cannot make the whole message look finished."""
+    retried: bool = False  # an earlier attempt left rows for this MT's parts
 
 
 class ResultWriter:
@@ -131,7 +135,23 @@ class ResultWriter:
         submitted: list[int] = []
         finals: list[dict[str, Any]] = []
         requeued: list[dict[str, Any]] = []
+        retried: list[int] = []
         for outcome in batch:
+            if outcome.retried:
+                retried.append(outcome.mt_id)
+            for part_no in outcome.waiting_parts:
+                part_rows.append(
+                    {
+                        "mt_id": outcome.mt_id,
+                        "part_no": part_no,
+                        "operator_id": self._operator_id,
+                        "operator_message_id": None,
+                        "status": "queued",
+                        "error_code": "",
+                        "submitted_at": None,
+                        "done_at": None,
+                    }
+                )
             for part in outcome.parts:
                 part_rows.append(
                     {
@@ -169,6 +189,11 @@ class ResultWriter:
             row["operator_message_id"] for row in part_rows if row["status"] == "submitted"
         ]
         async with self._lock, self._sessions() as session, session.begin():
+            for chunk in _chunks(retried):
+                # The rows that stood for the parts of this attempt until their outcome.
+                await session.execute(
+                    delete(_PARTS).where(_PARTS.c.mt_id.in_(chunk), _PARTS.c.status == "submitting")
+                )
             if part_rows:
                 await session.execute(insert(_PARTS), part_rows)
             for chunk in _chunks(submitted):
