@@ -31,9 +31,7 @@ async def test_a_job_of_a_killed_worker_runs_again_after_its_lease(
     clock.set(_real_now())
     marker = tmp_path / "claimed"
     async with runtime.sessions.begin() as session:
-        job_id = await jobs.enqueue(
-            session, "test.block", {"marker": str(marker)}, now=clock.now()
-        )
+        job_id = await jobs.enqueue(session, "test.block", {"marker": str(marker)}, now=clock.now())
 
     log = (tmp_path / "child.log").open("w")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), *sys.path]))
