@@ -7,6 +7,7 @@ attribute; an unknown tag is kept as a :class:`RawTlv`, in order, and encoded ba
 from __future__ import annotations
 
 import struct
+from enum import IntEnum
 from typing import Any, Final, NamedTuple
 
 from .constants import CommandStatus, Tag
@@ -16,14 +17,20 @@ from .pdu import NO_TLVS, RawTlv, Tlvs
 S = CommandStatus
 _TAG_LENGTH = struct.Struct(">HH")
 
-# Value kinds.
-_INT, _CSTR, _OCTETS, _FLAG = 0, 1, 2, 3
+class TlvKind(IntEnum):
+    INT = 0  # unsigned big-endian integer of exactly min_size octets
+    CSTR = 1  # C-Octet string (sizes count the NUL)
+    OCTETS = 2  # octet string of min_size..max_size octets
+    FLAG = 3  # no value: present or not
+
+
+_INT, _CSTR, _OCTETS, _FLAG = TlvKind.INT, TlvKind.CSTR, TlvKind.OCTETS, TlvKind.FLAG
 
 
 class TlvSpec(NamedTuple):
     tag: int
     name: str  # the Tlvs attribute
-    kind: int
+    kind: TlvKind
     min_size: int  # octets on the wire (a C string's sizes count its NUL)
     max_size: int
 
