@@ -27,7 +27,7 @@ import socket
 import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from smsgate.domain.backoff import DEFAULT_RETRY, RetryPolicy
 from smsgate.runtime import Runtime
@@ -321,11 +321,10 @@ class Worker:
             log.exception("outbox housekeeping failed")
 
     async def _watch_runtime_nudge(self) -> None:
-        nudge: Any = getattr(self._runtime, "jobs_nudge", None)
-        if nudge is None:
-            return
+        # Runtime.wake_workers(): code that commits work without store.jobs.enqueue (or from
+        # outside a transaction) can still wake us.
         while True:
-            await nudge.wait(3600.0)
+            await self._runtime.jobs_nudge.wait(3600.0)
             self.nudge()
 
     async def _drain(self) -> None:

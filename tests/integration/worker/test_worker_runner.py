@@ -149,10 +149,29 @@ async def test_a_job_committed_in_this_process_wakes_an_idle_worker(runtime: Run
         ran_event.clear()
         threading.Thread(target=worker.nudge).start()
         await asyncio.wait_for(ran_event.wait(), DEADLINE)
+
+        # The same through the runtime's nudge.
+        async with runtime.sessions.begin() as session:
+            await session.execute(
+                insert(Job).values(
+                    kind="k",
+                    payload={"n": 4},
+                    status="queued",
+                    run_at=runtime.clock.now(),
+                    attempts=0,
+                    max_attempts=3,
+                    last_error="",
+                    created_at=runtime.clock.now(),
+                    updated_at=runtime.clock.now(),
+                )
+            )
+        ran_event.clear()
+        runtime.wake_workers()
+        await asyncio.wait_for(ran_event.wait(), DEADLINE)
     finally:
         worker.stop()
         await asyncio.wait_for(task, DEADLINE)
-    assert ran == [1, 2, 3]
+    assert ran == [1, 2, 3, 4]
 
 
 async def test_concurrency_is_bounded_and_every_job_runs(runtime: Runtime) -> None:
