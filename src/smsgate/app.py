@@ -85,6 +85,11 @@ def make_components(
             server.should_exit = True
 
         components.append(Component("api", server.serve, _stop_api))
+    if links:
+        from smsgate.links.manager import LinkManager
+
+        link_manager = LinkManager(runtime)
+        components.append(Component("links", link_manager.run, link_manager.stop))
     return components
 
 
