@@ -81,6 +81,13 @@ def test_design_sample_validates_as_is() -> None:
     assert bulk.stored_settings("BGN")["limit_month"] == 20000
 
 
+def test_the_documented_example_validates() -> None:
+    docs = (Path(__file__).parents[3] / "docs" / "provisioning.md").read_text()
+    example = docs.split("### A larger example")[1].split("```toml\n")[1].split("```")[0]
+    document = parse_config(tomllib.loads(example), source="docs/provisioning.md")
+    assert [s.id for s in document.services] == [102, 103]
+
+
 def test_json_document_equals_toml_document() -> None:
     from_json = parse_document(json.loads(json.dumps(sample())))
     assert from_json == parse_toml(SAMPLE.read_text())
