@@ -12,7 +12,7 @@ from tests.factories import add_merchant, add_operator, add_service
 from smsgate.domain.money import parse_amount
 from smsgate.domain.service_settings import BulkSettings
 from smsgate.security import hash_api_key
-from smsgate.store.models import Route
+from smsgate.store.models import Route, ShortNumber
 
 SERVICE_ID = 201
 MERCHANT_ID = 1
@@ -46,6 +46,8 @@ async def add_bulk_service(
     status: str = "active",
     ip_allowlist: list[str] | None = None,
     dlr_url: str | None = None,
+    keyword: str = "",
+    short_numbers: list[ShortNumber] | None = None,
     **settings: Any,
 ) -> None:
     await add_service(
@@ -53,7 +55,8 @@ async def add_bulk_service(
         service_id,
         merchant_id=merchant_id,
         type="bulk",
-        keyword="",
+        keyword=keyword,
+        short_numbers=short_numbers,
         status=status,
         ip_allowlist=ip_allowlist or [],
         settings=bulk_settings(price, **settings),
