@@ -8,8 +8,6 @@ nothing.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import ipaddress
 import json
 from typing import Annotated, Any, TypeVar
@@ -21,6 +19,7 @@ from smsgate.api.deps import RuntimeDep, client_ip
 from smsgate.api.problems import Problem
 from smsgate.domain.delivery import state_from_receipt_word
 from smsgate.runtime import Runtime
+from smsgate.security import verify_token
 from smsgate.services.dlr import IncomingReceipt, receive_receipt
 from smsgate.services.mo import IncomingMo, receive_mo
 from smsgate.store.models import Operator
@@ -101,8 +100,7 @@ async def _authenticate(
         operator = await session.get(Operator, operator_id)
     # The same answer for an unknown operator and a wrong secret: no hint that an id exists.
     expected = operator.intake_secret_hash if operator is not None else None
-    given = hashlib.sha256((secret or "").encode()).hexdigest()
-    if operator is None or not expected or not hmac.compare_digest(given, expected):
+    if operator is None or not expected or not verify_token(secret or "", expected):
         raise Problem(401, "Unauthorized", "Unknown operator or wrong intake secret.")
     if operator.ip_allowlist and not _allowed(address, operator.ip_allowlist):
         raise Problem(403, "Forbidden", "This address may not push for this operator.")
