@@ -95,6 +95,9 @@ async def test_wrong_or_missing_token_is_401(
     response = await client.get("/admin/v1/merchants", headers=headers)
     assert response.status_code == 401
     assert response.json()["title"] == "Unauthorized"
+    # Authentication comes before the body is judged: nothing is revealed about it.
+    bad_body = await client.post("/admin/v1/merchants/x/payouts", json=[], headers=headers)
+    assert bad_body.status_code == 401
 
 
 async def test_apply_over_json_is_idempotent(client: httpx2.AsyncClient, runtime: Runtime) -> None:
