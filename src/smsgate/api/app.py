@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import FastAPI, Request, Response
 
 from smsgate import __version__
-from smsgate.api import access_codes, admin, bulk, links, operator, ops
+from smsgate.api import access_codes, admin, bulk, hosted, links, operator, ops
 from smsgate.api.problems import install_problem_handlers
 from smsgate.metrics import HTTP_LATENCY
 from smsgate.runtime import Runtime
@@ -40,6 +40,7 @@ def create_api(runtime: Runtime) -> FastAPI:
     api.include_router(operator.router)
     api.include_router(admin.router)
     api.include_router(access_codes.router)
+    api.include_router(hosted.router)
     api.include_router(bulk.router)
     api.include_router(links.router)
     return api

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from smsgate.domain.access_codes import CodeAlphabet, CodeKind, CodeRules
+from smsgate.domain.errors import DomainError
 from smsgate.services.bans import BanPolicy
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -86,7 +87,7 @@ def read_config(stored: Mapping[str, Any]) -> AccessCodeConfig:
             bans=bans,
             return_url=stored.get("return_url") or None,
         )
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, DomainError) as exc:
         raise MisconfiguredService(str(exc)) from exc
 
 

@@ -90,6 +90,8 @@ class CheckRequest:
     user_id: int | None = None  # None: the caller has authenticated the merchant already
     user_ip: str = ""  # the end user's address, for the trace only
     via: str = "legacy"  # legacy | rest | hosted
+    # The allowlist names the merchant's servers; the hosted page is asked by browsers.
+    apply_allowlist: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +111,7 @@ class ServiceView:
     id: int
     merchant_id: int
     type: str
+    keyword: str
     status: str
     allowlist: Allowlist
     config: AccessCodeConfig | None  # None: the stored settings are unusable
@@ -152,6 +155,7 @@ async def load_service(engine: AsyncEngine, service_id: int) -> ServiceView | No
                     Service.id,
                     Service.merchant_id,
                     Service.type,
+                    Service.keyword,
                     Service.status,
                     Service.ip_allowlist,
                     Service.settings,
@@ -171,6 +175,7 @@ async def load_service(engine: AsyncEngine, service_id: int) -> ServiceView | No
         id=row.id,
         merchant_id=row.merchant_id,
         type=row.type,
+        keyword=row.keyword,
         status=row.status,
         allowlist=Allowlist.parse(row.ip_allowlist or []),
         config=config,
@@ -249,7 +254,7 @@ class CodeChecker:
             return await self._finish(
                 request, view, self._result(CheckAnswer.BAN_IP_TEMP, view), now
             )
-        if not view.allowlist.allows(request.requester_ip):
+        if request.apply_allowlist and not view.allowlist.allows(request.requester_ip):
             return await self._finish(
                 request, view, self._result(CheckAnswer.INVALID_IP, view), now
             )

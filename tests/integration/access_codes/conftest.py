@@ -48,6 +48,7 @@ async def ban_list(request: pytest.FixtureRequest) -> AsyncIterator[BanList]:
 
 API_KEY = "k-shop-1"
 OTHER_API_KEY = "k-shop-2"
+HOSTED_SECRET = "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
 
 
 def code_settings(**overrides: Any) -> dict[str, Any]:
@@ -75,7 +76,8 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def runtime(database_url: str, clock: FakeClock) -> AsyncIterator[Runtime]:
     """Merchant 1 with access-code services 102 (one use), 103 (period from issue), 104
-    (period from first use), 105 (disabled), 106 (allowlist 10.9.0.0/16) and bulk service 201;
+    (period from first use), 105 (disabled), 106 (allowlist 10.9.0.0/16), 107 (hosted page,
+    allowlist 10.9.0.0/16) and bulk service 201;
     merchant 2 with access-code service 202."""
     runtime = build_runtime(Settings(database_url=database_url), clock=clock)
     async with runtime.sessions() as session, session.begin():
@@ -117,6 +119,15 @@ async def runtime(database_url: str, clock: FakeClock) -> AsyncIterator[Runtime]
             short_numbers=[number],
             ip_allowlist=["10.9.0.0/16"],
             settings=code_settings(),
+        )
+        await add_service(
+            session,
+            107,
+            keyword="WEB",
+            short_numbers=[number],
+            ip_allowlist=["10.9.0.0/16"],
+            signing_secret=HOSTED_SECRET,
+            settings=code_settings(return_url="https://shop.example/paid?lang=bg"),
         )
         await add_service(session, 201, type="bulk", keyword="", settings={"sender": "SHOP"})
         await add_service(
