@@ -15,7 +15,7 @@ from pydantic_core import ErrorDetails
 
 from smsgate.domain.service_settings import SERVICE_TYPES
 
-SECTIONS = ("operators", "short_numbers", "merchants", "services")
+SECTIONS = ("operators", "short_numbers", "merchants", "services", "routes")
 DOCUMENT = "(document)"
 
 
@@ -40,7 +40,13 @@ class ConfigError(ValueError):
         return [f"{self.source}: {i.entry}: {i.key}: {i.message}" for i in self.issues]
 
 
-_ID_KEY = {"operators": "id", "short_numbers": "number", "merchants": "id", "services": "id"}
+_ID_KEY = {
+    "operators": "id",
+    "short_numbers": "number",
+    "merchants": "id",
+    "services": "id",
+    "routes": "country",
+}
 _AMOUNT_KEYS = frozenset({"price", "credit", "price_per_part", "rebill_price"})
 _SHARE_KEYS = frozenset({"operator_share", "merchant_share"})
 

@@ -324,6 +324,21 @@ ServiceEntry = Annotated[
 ]
 
 
+class RouteEntry(_Entry):
+    """``[[routes]]``: the operator link that carries MTs to a destination country; without
+    ``country`` (or with ``country = "*"``) the default route, for every other destination.
+    Among several routes for one destination the lowest ``priority`` wins (docs/bulk.md)."""
+
+    country: Country | Literal["*"] | None = None
+    operator: OperatorId
+    priority: Annotated[int, Field(ge=0, le=999_999)] = 0
+
+    @property
+    def destination(self) -> str | None:
+        """The ``routes.country`` value: None for the default route."""
+        return None if self.country in (None, "*") else self.country
+
+
 class ProvisioningDocument(_Entry):
     """The whole file. Every section is optional: entries not named are left as they are."""
 
@@ -331,6 +346,7 @@ class ProvisioningDocument(_Entry):
     short_numbers: list[ShortNumberEntry] = []
     merchants: list[MerchantEntry] = []
     services: list[ServiceEntry] = []
+    routes: list[RouteEntry] = []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -144,6 +144,18 @@ def _reference_issues(document: ProvisioningDocument, catalog: Catalog) -> Itera
     for label, service in zip(s_labels, document.services, strict=True):
         yield from _service_issues(label, service, merchants, short_numbers, routes)
 
+    r_labels = [
+        entry_label("routes", i, {"country": r.country or "*"})
+        for i, r in enumerate(document.routes)
+    ]
+    destinations = [(r.destination or "*", r.operator) for r in document.routes]
+    yield from _duplicates(
+        "operator", destinations, r_labels, [f"{o} for {c}" for c, o in destinations]
+    )
+    for label, route in zip(r_labels, document.routes, strict=True):
+        if route.operator not in operators:
+            yield ConfigIssue(label, "operator", f"no operator with id {route.operator!r}")
+
 
 def _normal(keyword: str) -> str:
     try:

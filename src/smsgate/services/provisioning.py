@@ -29,6 +29,7 @@ from smsgate.domain.provisioning import (
     MerchantEntry,
     OperatorEntry,
     ProvisioningDocument,
+    RouteEntry,
     ServiceEntry,
     ShortNumberEntry,
     parse_toml,
@@ -40,6 +41,7 @@ from smsgate.store.models import (
     LedgerEntry,
     Merchant,
     Operator,
+    Route,
     Service,
     ServiceShortNumber,
     ShortNumber,
@@ -52,6 +54,7 @@ AUDIT_ENTITY = {
     "short_numbers": "short_number",
     "merchants": "merchant",
     "services": "service",
+    "routes": "route",
 }
 
 
@@ -145,6 +148,9 @@ async def apply_in_session(
     for service in document.services:
         await applier.service(service, merchant_currency[service.merchant])
     await session.flush()
+    for route in document.routes:
+        await applier.route(route)
+    await session.flush()
     return applier.report
 
 
@@ -157,6 +163,7 @@ class _State:
     merchants: dict[int, Merchant]
     services: dict[int, Service]
     links: dict[int, set[int]]  # service id -> short number ids
+    routes: dict[tuple[str | None, str], Route]  # (country, operator id) -> route
 
     @classmethod
     async def load(cls, session: AsyncSession) -> _State:
@@ -171,6 +178,7 @@ class _State:
             merchants={m.id: m for m in await session.scalars(select(Merchant))},
             services={s.id: s for s in await session.scalars(select(Service))},
             links=links,
+            routes={(r.country, r.operator_id): r for r in await session.scalars(select(Route))},
         )
 
     def catalog(self) -> Catalog:
@@ -453,3 +461,33 @@ class _Applier:
                 await self.session.delete(link)
         self.state.services[entry.id] = row
         self.state.links[entry.id] = wanted_ids
+
+    async def route(self, entry: RouteEntry) -> None:
+        """A route is named by (destination, operator); its priority is what may change."""
+        key = (entry.destination, entry.operator)
+        entity_id = f"{entry.destination or '*'}->{entry.operator}"
+        # Counted only when a document has routes, so reports of route-less files keep
+        # their four sections.
+        counts = self.report.counts.setdefault("routes", EntityCounts())
+        row = self.state.routes.get(key)
+        if row is None:
+            row = Route(country=entry.destination, operator_id=entry.operator)
+            row.priority = entry.priority
+            self.session.add(row)
+            self.state.routes[key] = row
+            values = {"country": entry.country or "*", "operator": entry.operator}
+            self._record(
+                "routes",
+                entity_id,
+                "create",
+                ["country", "operator", "priority"],
+                {"values": {**values, "priority": entry.priority}, "secrets_set": []},
+            )
+            counts.created += 1
+        elif row.priority != entry.priority:
+            changes = {"priority": {"old": row.priority, "new": entry.priority}}
+            row.priority = entry.priority
+            self._record("routes", entity_id, "update", ["priority"], {"changes": changes})
+            counts.updated += 1
+        else:
+            counts.unchanged += 1

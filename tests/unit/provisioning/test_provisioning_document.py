@@ -266,7 +266,7 @@ def test_every_problem_is_reported_at_once() -> None:
 def test_document_level_errors() -> None:
     assert errors_of({"merchant": []}) == [
         "shop.toml: (document): merchant: unknown section; expected one of: operators, "
-        "short_numbers, merchants, services"
+        "short_numbers, merchants, services, routes"
     ]
     assert errors_of({"merchants": {"id": 1}}) == [
         "shop.toml: (document): merchants: Input should be a valid list (a section is a list "
