@@ -48,8 +48,13 @@ async def run(
     )
 
 
+SECTIONS = ("operators", "short_numbers", "merchants", "services")
+
+
 def counts(report: ApplyReport) -> dict[str, tuple[int, int, int]]:
-    return {k: (v.created, v.updated, v.unchanged) for k, v in report.counts.items()}
+    return {
+        k: (v.created, v.updated, v.unchanged) for k, v in report.counts.items() if k in SECTIONS
+    }
 
 
 async def audit_rows(sessions: Sessions) -> list[AuditLog]:
