@@ -25,7 +25,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from smsgate.domain import money
+from smsgate.domain import money, templates
 from smsgate.domain.access_codes import CodeRules
 from smsgate.domain.config_errors import (
     DOCUMENT,
@@ -34,7 +34,7 @@ from smsgate.domain.config_errors import (
     entry_label,
     issues_from_validation_error,
 )
-from smsgate.domain.errors import InvalidCodeRules, InvalidKeyword
+from smsgate.domain.errors import DomainError, InvalidCodeRules, InvalidKeyword
 from smsgate.domain.routing import normalize_keyword
 from smsgate.domain.service_settings import (
     MO_SERVICE_TYPES,
@@ -417,6 +417,7 @@ def _entry_issues(document: ProvisioningDocument) -> Iterable[ConfigIssue]:
             )
         if isinstance(service, AccessCodeService):
             yield from _code_rules_issues(label, service)
+            yield from _reply_template_issues(label, service)
         if (
             isinstance(service, AccessCodeService | SubscriptionService)
             and "{code}" not in service.reply_template
@@ -439,6 +440,25 @@ def _code_rules_issues(label: str, service: AccessCodeService) -> Iterable[Confi
         )
     except InvalidCodeRules as exc:
         yield ConfigIssue(label, "code_kind", str(exc))
+
+
+def _reply_template_issues(label: str, service: AccessCodeService) -> Iterable[ConfigIssue]:
+    """The reply must parse, and its longest rendering must fit in ``max_replies_per_mo`` SMS
+    (the code at full length, the longest date, the service's keyword as {service})."""
+    if "{code}" not in service.reply_template:
+        return  # reported above, under its own key
+    validity = service.validity_seconds or service.lifetime_seconds
+    try:
+        template = templates.parse_template(service.reply_template)
+        worst = templates.worst_case_values(
+            code_length=service.code_length,
+            uses=service.uses,
+            validity_minutes=validity // 60 if validity else None,
+            service=service.keyword,
+        )
+        templates.check_fits(template, worst, max_parts=service.max_replies_per_mo)
+    except DomainError as exc:
+        yield ConfigIssue(label, "reply_template", str(exc))
 
 
 def amount_issues(label: str, key: str, text: str | None, currency: str) -> Iterable[ConfigIssue]:
