@@ -1,0 +1,139 @@
+"""A whole gateway (API, worker, operator links) with the built-in operator over real SMPP on
+loopback: what a subscriber and a merchant's site see."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import string
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx2
+import pytest
+
+from smsgate.app import build_runtime, make_components, run_components
+from smsgate.config import Settings
+from smsgate.domain.clock import FakeClock
+from smsgate.domain.provisioning import ProvisioningDocument, parse_toml
+from smsgate.runtime import Runtime
+from smsgate.services.provisioning import apply
+from smsgate.simulator import Simulator, SimulatorOptions
+from smsgate.simulator.config import config_from_document
+
+OPERATOR = "sim-bg"
+
+PROVISIONING = string.Template("""
+[[operators]]
+id = "sim-bg"
+country = "BG"
+kind = "smpp"
+host = "127.0.0.1"
+port = $smpp_port
+system_id = "smsgate"
+password = "secret"
+tps = 500
+window = 50
+
+[[short_numbers]]
+number = "1851"
+operator = "sim-bg"
+price = "2.40"
+currency = "BGN"
+
+[[merchants]]
+id = 1
+login = "shop"
+password = "change-me-please"
+api_key = "k-123"
+currency = "BGN"
+
+[[services]]
+id = 102
+merchant = 1
+type = "access_code"
+keyword = "KOD"
+short_numbers = ["1851"]
+code_kind = "uses"
+validity_seconds = 3600
+uses = 2
+reply_template = "Your code: {code}"
+
+[[services]]
+id = 103
+merchant = 1
+type = "access_code"
+keyword = "DAY"
+short_numbers = ["1851"]
+code_kind = "period_from_issue"
+validity_seconds = 86400
+code_length = 6
+alphabet = "digits"
+reply_template = "Code {code} valid until {valid_until}"
+
+[[services]]
+id = 104
+merchant = 1
+type = "access_code"
+keyword = "FIRST"
+short_numbers = ["1851"]
+code_kind = "period_from_first_use"
+validity_seconds = 3600
+lifetime_seconds = 604800
+alphabet = "letters"
+reply_template = "Code {code}: one hour from its first use"
+""")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def document(smpp_port: int) -> ProvisioningDocument:
+    return parse_toml(PROVISIONING.substitute(smpp_port=smpp_port), source="acceptance.toml")
+
+
+@dataclass
+class World:
+    runtime: Runtime
+    clock: FakeClock
+    simulator: Simulator
+    gateway: httpx2.AsyncClient  # the gateway's HTTP port, /sim mounted on it as in the demo
+
+
+@pytest.fixture
+async def world(database_url: str) -> AsyncIterator[World]:
+    # The clock starts at the real time (the simulator stamps with it) and moves by hand.
+    clock = FakeClock(datetime.now(UTC))
+    simulator = Simulator(config_from_document(document(1), SimulatorOptions()))
+    smpp_port = await simulator.start("127.0.0.1", 0)
+    port = free_port()
+    settings = Settings(database_url=database_url, http_host="127.0.0.1", http_port=port)
+    runtime = build_runtime(settings, clock=clock)
+    await apply(runtime.sessions, document(smpp_port), actor="test", now=clock.now())
+    components = make_components(runtime, routers=[simulator.http_router()])
+    running = asyncio.create_task(run_components(components))
+    client = httpx2.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10)
+    try:
+        async with asyncio.timeout(15):
+            await simulator.wait_for_receiver(OPERATOR)
+            while True:
+                try:
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                except httpx2.TransportError:
+                    pass
+                await asyncio.sleep(0.05)
+        yield World(runtime, clock, simulator, client)
+    finally:
+        await client.aclose()
+        for component in components:
+            stopped = component.stop()
+            if stopped is not None:
+                await stopped
+        await asyncio.wait_for(running, 30)
+        await simulator.stop()
+        await runtime.engine.dispose()
