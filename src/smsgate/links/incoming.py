@@ -18,8 +18,7 @@ from smsgate.domain.concat import ConcatInfo, split_short_message
 from smsgate.domain.errors import InvalidConcat, MalformedUdh
 from smsgate.domain.receipts import IdFormat, Receipt, receipt_from
 from smsgate.domain.text import DC_UCS2, Alphabet, decode
-from smsgate.smpp.constants import EsmClass
-from smsgate.smpp.pdu import DataSm, DeliverSm
+from smsgate.smpp import DataSm, DeliverSm, EsmClass
 
 __all__ = [
     "IncomingMoPart",

@@ -28,10 +28,17 @@ from smsgate.links.settings import LinkSettings
 from smsgate.links.state import LinkState
 from smsgate.links.submitter import Submitter
 from smsgate.runtime import Runtime
-from smsgate.smpp.errors import BindFailed, SmppError
-from smsgate.smpp.pdu import BindReceiver, BindRequest, BindTransceiver, BindTransmitter
-from smsgate.smpp.session import SessionConfig, SmppSession
-from smsgate.smpp.tcp import connect
+from smsgate.smpp import (
+    BindFailed,
+    BindReceiver,
+    BindRequest,
+    BindTransceiver,
+    BindTransmitter,
+    SessionConfig,
+    SmppError,
+    SmppSession,
+    connect,
+)
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,51 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from typing import Final
 
 from smsgate.domain.concat import ESM_UDHI, concat_infos, with_udh
-from smsgate.domain.text import Concat, Encoding, segment
+from smsgate.domain.text import GSM_CODEC, Concat, Encoding, encode, segment
 from smsgate.links.settings import LinkSettings
-from smsgate.smpp.constants import Npi, RegisteredDelivery, Ton
-from smsgate.smpp.pdu import NO_TLVS, SubmitSm, Tlvs
+from smsgate.smpp import NO_TLVS, Npi, RegisteredDelivery, SubmitSm, Tlvs, Ton
 
-__all__ = ["ClaimedMt", "address_of", "submit_pdus"]
+__all__ = ["ClaimedMt", "address_of", "single_part_payload", "submit_pdus"]
+
+
+def _gsm7_table() -> dict[int, str]:
+    """Each GSM 03.38 character (basic and extension) to its unpacked septets, as latin-1
+    characters: ``text.translate(table).encode("latin-1")`` encodes a message in one pass."""
+    table: dict[int, str] = {}
+    for code in range(0x80):
+        for raw in (bytes([code]), bytes([0x1B, code])):
+            try:
+                char = raw.decode(GSM_CODEC)
+            except UnicodeDecodeError:
+                continue
+            if len(char) == 1 and ord(char) not in table and char != "\x1b":
+                # Trust the encoder, not the decoder, for what goes on the wire.
+                table[ord(char)] = encode(char, Encoding.GSM7).decode("latin-1")
+    return table
+
+
+_GSM7: Final = _gsm7_table()
+_GSM7_KNOWN: Final = frozenset(chr(code) for code in _GSM7)
+
+
+def single_part_payload(text: str, encoding: Encoding) -> bytes | None:
+    """The payload of a text that fits one part, computed cheaply; None when it needs more
+    parts or the general path (characters outside the alphabet, surrogates)."""
+    if encoding is Encoding.GSM7:
+        if len(text) > 160 or not _GSM7_KNOWN.issuperset(text):
+            return None
+        payload = text.translate(_GSM7).encode("latin-1")
+        return payload if len(payload) <= 160 else None
+    if len(text) > 70:
+        return None
+    try:
+        payload = text.encode("utf-16-be")
+    except UnicodeEncodeError:
+        return None  # a lone surrogate: segment() replaces it
+    return payload if len(payload) <= 140 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +123,10 @@ def submit_pdus(mt: ClaimedMt, settings: LinkSettings) -> list[tuple[int, Submit
             tlvs=tlvs,
         )
 
+    single = single_part_payload(mt.text, encoding)
+    if single is not None:
+        # The common case: one part, whatever the concatenation method.
+        return _keep([(1, pdu(single))], mt.done_parts)
     if settings.concat == "payload":
         whole = segment(mt.text, encoding=encoding)
         payload = b"".join(whole.payloads)

@@ -35,19 +35,21 @@ from smsgate.links.settings import LinkSettings
 from smsgate.links.state import LINK_DELIVER_SM, LinkState
 from smsgate.services.dlr import IncomingReceipt, receive_receipt
 from smsgate.services.mo import MoHandler
-from smsgate.smpp.constants import CommandStatus
-from smsgate.smpp.errors import PduError, SmppError
-from smsgate.smpp.pdu import (
+from smsgate.smpp import (
     AlertNotification,
+    CommandStatus,
     DataSm,
     DataSmResp,
     DeliverSm,
     DeliverSmResp,
     EnquireLink,
+    IncomingPdu,
     Outbind,
+    PduError,
     Response,
+    SmppError,
+    SmppSession,
 )
-from smsgate.smpp.session import IncomingPdu, SmppSession
 
 log = logging.getLogger(__name__)
 S = CommandStatus

@@ -30,11 +30,11 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import Table, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smsgate.domain.backoff import RetryPolicy
@@ -48,17 +48,17 @@ from smsgate.links.state import LinkState
 from smsgate.links.writer import MtOutcome, PartOutcome, ResultWriter
 from smsgate.metrics import MT_SUBMITTED
 from smsgate.runtime import Nudge
-from smsgate.smpp.constants import CommandStatus
-from smsgate.smpp.errors import (
+from smsgate.smpp import (
+    CommandStatus,
     ConnectionLost,
     GenericNackReceived,
     InvalidBindState,
     PduEncodeError,
     ResponseTimeout,
     SmppError,
+    SmppSession,
+    SubmitSmResp,
 )
-from smsgate.smpp.pdu import SubmitSm, SubmitSmResp
-from smsgate.smpp.session import SmppSession
 from smsgate.store.models import MtMessage, MtPart
 
 log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ S = CommandStatus
 # SMPP 3.4 §5.1.3: the SMSC is overloaded or rate-limits us: the message was not taken.
 TEMPORARY: Final = frozenset({S.ESME_RTHROTTLED, S.ESME_RMSGQFUL, S.ESME_RX_T_APPN})
 IDLE_POLL_SECONDS: Final = 1.0
+_MT = cast(Table, MtMessage.__table__)
 
 
 def status_name(status: int) -> str:
@@ -85,6 +86,7 @@ class _Flight:
     sending: bool = True  # parts are still being handed to the session
     parts: dict[int, PartOutcome] = field(default_factory=dict)
     numbers: tuple[int, ...] = ()  # the parts this attempt is to send
+    accepted: int = 0  # parts answered ESME_ROK
     temporary: int = 0  # the command_status of a throttling answer, if any
     not_sent: bool = False
     failed: str = ""
@@ -124,6 +126,8 @@ class Submitter:
         self._drained = asyncio.Event()
         self._drained.set()
         state.send_rate = lambda: self.bucket.current_rate
+        self._id_format = settings.dlr_id_format
+        self._ok_counter = MT_SUBMITTED.labels(settings.operator_id, "ok")
 
     # --- start-up -------------------------------------------------------------------------
 
@@ -163,49 +167,35 @@ class Submitter:
 
     async def _claim(self, limit: int) -> list[ClaimedMt]:
         now = self._clock.now()
-        async with self._sessions() as session, session.begin():
-            candidates = (
-                select(MtMessage.id)
-                .where(
-                    MtMessage.operator_id == self.settings.operator_id,
-                    MtMessage.status == "queued",
-                    MtMessage.next_attempt_at <= now,
-                )
-                .order_by(MtMessage.next_attempt_at, MtMessage.id)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
+        mt = _MT.c
+        candidates = (
+            select(mt.id)
+            .where(
+                mt.operator_id == self.settings.operator_id,
+                mt.status == "queued",
+                mt.next_attempt_at <= now,
             )
-            rows = (
-                await session.execute(
-                    update(MtMessage)
-                    .where(MtMessage.id.in_(candidates.scalar_subquery()))
-                    .values(status="submitting", attempts=MtMessage.attempts + 1, updated_at=now)
-                    .returning(
-                        MtMessage.id,
-                        MtMessage.msisdn,
-                        MtMessage.sender,
-                        MtMessage.text,
-                        MtMessage.encoding,
-                        MtMessage.attempts,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-            ).all()
-            retried = [row.id for row in rows if row.attempts > 1]
+            .order_by(mt.next_attempt_at, mt.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        claim = (
+            update(_MT)
+            .where(mt.id.in_(candidates.scalar_subquery()))
+            .values(status="submitting", attempts=mt.attempts + 1, updated_at=now)
+            .returning(mt.id, mt.msisdn, mt.sender, mt.text, mt.encoding, mt.attempts)
+        )
+        async with self._sessions() as session, session.begin():
+            # Core on the connection: the ORM's UPDATE ... RETURNING costs more than SQLite.
+            connection = await session.connection()
+            rows = (await connection.execute(claim)).all()
+            retried = [row[0] for row in rows if row[5] > 1]
             done = await _accepted_parts(session, retried) if retried else {}
         claimed = [
-            ClaimedMt(
-                id=row.id,
-                msisdn=row.msisdn,
-                sender=row.sender,
-                text=row.text,
-                encoding=row.encoding,
-                attempts=row.attempts,
-                done_parts=frozenset(done.get(row.id, ())),
-            )
-            for row in rows
+            ClaimedMt(mt_id, msisdn, sender, text, encoding, attempts, _done(done, mt_id))
+            for mt_id, msisdn, sender, text, encoding, attempts in rows
         ]
-        claimed.sort(key=lambda mt: mt.id)
+        claimed.sort(key=lambda item: item.id)
         return claimed
 
     # --- sending --------------------------------------------------------------------------
@@ -282,7 +272,7 @@ class Submitter:
                     flight.failed = f"encoding: {exc}"[:32]
                     break
                 flight.waiting += 1
-                future.add_done_callback(partial(self._on_response, flight, part_no, pdu))
+                future.add_done_callback(partial(self._on_response, flight, part_no))
             flight.sending = False
             if flight.waiting == 0:
                 self._finish(flight)
@@ -294,20 +284,24 @@ class Submitter:
                 return
             await asyncio.sleep(wait)
 
-    def _on_response(
-        self, flight: _Flight, part_no: int, pdu: SubmitSm, future: asyncio.Future[Any]
-    ) -> None:
+    def _on_response(self, flight: _Flight, part_no: int, future: asyncio.Future[Any]) -> None:
         now = self._clock.now()
         flight.waiting -= 1
-        if future.cancelled():
+        if not future.cancelled() and future.exception() is None:
+            # The common case first: accepted.
+            response: SubmitSmResp = future.result()
+            if response.command_status == S.ESME_ROK:
+                message_id = canonical_submit_id(response.message_id, self._id_format)
+                flight.parts[part_no] = PartOutcome(part_no, "submitted", message_id, "", now)
+                flight.accepted += 1
+            else:
+                self._on_status(flight, part_no, response.command_status, now)
+        elif future.cancelled():
             flight.parts[part_no] = PartOutcome(part_no, "unknown", "", "cancelled", now)
         else:
             error = future.exception()
-            if error is None:
-                response: SubmitSmResp = future.result()
-                self._on_status(flight, part_no, response.command_status, response.message_id)
-            elif isinstance(error, GenericNackReceived):
-                self._on_status(flight, part_no, error.command_status, "")
+            if isinstance(error, GenericNackReceived):
+                self._on_status(flight, part_no, error.command_status, now)
             elif isinstance(error, ResponseTimeout):
                 flight.parts[part_no] = PartOutcome(part_no, "unknown", "", "no response", now)
             elif isinstance(error, ConnectionLost):
@@ -320,12 +314,9 @@ class Submitter:
         if flight.waiting == 0 and not flight.sending:
             self._finish(flight)
 
-    def _on_status(self, flight: _Flight, part_no: int, status: int, message_id: str) -> None:
-        now = self._clock.now()
-        if status == S.ESME_ROK:
-            message_id = canonical_submit_id(message_id, self.settings.dlr_id_format)
-            flight.parts[part_no] = PartOutcome(part_no, "submitted", message_id, "", now)
-        elif status in TEMPORARY:
+    def _on_status(self, flight: _Flight, part_no: int, status: int, now: datetime) -> None:
+        """A refusal (any status but ESME_ROK)."""
+        if status in TEMPORARY:
             flight.temporary = status
             self.bucket.slow_down(self._monotonic())
         else:
@@ -336,6 +327,14 @@ class Submitter:
     def _finish(self, flight: _Flight) -> None:
         mt = flight.mt
         parts = list(flight.parts.values())
+        if flight.accepted == len(flight.numbers) and not flight.failed:
+            # The common case first: every part accepted.
+            self.writer.add(MtOutcome(mt.id, "submitted", "", parts, retried=mt.attempts > 1))
+            self._state.submitted += 1
+            self._state.submit_meter.add()
+            self._ok_counter.inc()
+            self._done(mt.id)
+            return
         states = {part.status for part in parts}
         now = self._clock.now()
         op = self.settings.operator_id
@@ -373,7 +372,10 @@ class Submitter:
             self._state.submit_meter.add()
             MT_SUBMITTED.labels(op, "ok").inc()
         self.writer.add(outcome)
-        self._flights.discard(mt.id)
+        self._done(mt.id)
+
+    def _done(self, mt_id: int) -> None:
+        self._flights.discard(mt_id)
         if not self._flights:
             self._drained.set()
 
@@ -431,6 +433,14 @@ async def _accepted_parts(session: AsyncSession, mt_ids: list[int]) -> dict[int,
     for mt_id, part_no in rows:
         done.setdefault(mt_id, set()).add(part_no)
     return done
+
+
+def _done(done: dict[int, set[int]], mt_id: int) -> frozenset[int]:
+    parts = done.get(mt_id)
+    return frozenset(parts) if parts else _NOTHING
+
+
+_NOTHING: Final[frozenset[int]] = frozenset()
 
 
 async def _result_or_empty(task: asyncio.Task[list[ClaimedMt]]) -> list[ClaimedMt]:

@@ -17,7 +17,7 @@ from smsgate.domain.text import Alphabet, Concat, segment
 from smsgate.links import mo_store
 from smsgate.links.incoming import read_mo
 from smsgate.links.mo_store import StoredMo
-from smsgate.smpp.pdu import DeliverSm
+from smsgate.smpp import DeliverSm
 from smsgate.store.models import MoFragment, MoMessage, MoUnconfirmedAck
 
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -118,7 +118,7 @@ async def test_guards_expire_after_the_window(
 
 
 async def test_an_id_given_by_the_smsc_wins(sessionmaker: async_sessionmaker[AsyncSession]) -> None:
-    from smsgate.smpp.pdu import Tlvs
+    from smsgate.smpp import Tlvs
 
     await _setup(sessionmaker)
     pdu = mo_pdu("KOD")

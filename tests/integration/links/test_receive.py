@@ -19,7 +19,7 @@ from tests.integration.links.link_env import (
 from smsgate.runtime import Runtime
 from smsgate.services.mo import MoContext
 from smsgate.simulator import Simulator
-from smsgate.smpp.constants import CommandStatus
+from smsgate.smpp import CommandStatus
 from smsgate.store.models import MoFragment, MoMessage, MoUnconfirmedAck, Service, ShortNumber
 
 LONG_UCS2 = "Здравей! Това е дълго съобщение от абонат, в няколко части. " * 3

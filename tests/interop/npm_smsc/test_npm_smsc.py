@@ -28,7 +28,7 @@ from tests.interop.npm_smsc.npm_peer import NpmSmsc
 from smsgate.domain.concat import ESM_UDHI, build_udh, concat_infos
 from smsgate.domain.text import Concat, segment
 from smsgate.runtime import Runtime
-from smsgate.smpp.constants import EsmClass, MessageState
+from smsgate.smpp import EsmClass, MessageState
 from smsgate.store.models import MoMessage
 
 pytestmark = pytest.mark.parametrize("backend", ["sqlite"])
