@@ -145,6 +145,108 @@ def apply_command(
         console.print(f"{change.action} {change.section} {change.entity_id}{fields}")
 
 
+@app.command("send-csv")
+def send_csv_command(
+    file: str = typer.Argument(
+        ..., help="CSV: a header row, column msisdn, and column text (or --template)."
+    ),
+    service: int = typer.Option(..., "--service", help="The bulk service to send through."),
+    template: str | None = typer.Option(
+        None, "--template", help="The text, with {column} placeholders filled from each row."
+    ),
+    batch: int = typer.Option(100, "--batch", min=1, max=1000, help="Rows per transaction."),
+    new: bool = typer.Option(
+        False, "--new", help="Start a new campaign even if this file was sent before."
+    ),
+) -> None:
+    """Send a campaign from FILE through a bulk service; run it again to resume."""
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+    from rich.table import Table
+
+    from smsgate.app import build_runtime
+    from smsgate.config import Settings
+    from smsgate.domain.money import format_amount
+    from smsgate.services import campaigns
+    from smsgate.store.migrate import upgrade
+
+    console = Console()
+    try:
+        source = campaigns.read_csv(Path(file), template=template)
+    except campaigns.CampaignError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+
+    async def run() -> campaigns.RunSummary:
+        settings = Settings()
+        await upgrade(settings.database_url)
+        runtime = build_runtime(settings)
+        try:
+            opened = await campaigns.open_campaign(
+                runtime.sessions, source, service_id=service, now=runtime.clock.now(), new=new
+            )
+            if opened.resumed:
+                console.print(
+                    f"Resuming campaign {opened.campaign_id}: "
+                    f"{len(opened.done_rows)} of {len(source.rows)} rows already done."
+                )
+            with Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            ) as progress:
+                task = progress.add_task(
+                    f"campaign {opened.campaign_id}",
+                    total=len(source.rows),
+                    completed=len(opened.done_rows),
+                )
+                try:
+                    return await campaigns.send_rows(
+                        runtime.sessions,
+                        opened,
+                        source,
+                        service_id=service,
+                        clock=runtime.clock.now,
+                        batch_size=batch,
+                        on_batch=lambda _s, rows: progress.advance(task, rows),
+                    )
+                except BaseException:
+                    await campaigns.mark_interrupted(
+                        runtime.sessions, opened.campaign_id, runtime.clock.now()
+                    )
+                    raise
+        finally:
+            await runtime.engine.dispose()
+
+    try:
+        summary = asyncio.run(run())
+    except campaigns.CampaignError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("Interrupted: run the same command again to resume.", err=True)
+        raise typer.Exit(130) from None
+    table = Table(title=f"campaign {summary.campaign_id}: {file}")
+    table.add_column("rows")
+    table.add_column("count", justify="right")
+    table.add_row("in the file", str(summary.total))
+    table.add_row("sent earlier (resumed)", str(summary.sent_before))
+    table.add_row("sent now", str(summary.sent))
+    for reason, count in sorted(summary.refused.items()):
+        table.add_row(f"refused: {reason}", str(count))
+    table.add_row("parts sent now", str(summary.parts))
+    if summary.currency:
+        table.add_row(
+            "charged now",
+            f"{format_amount(summary.cost_minor, summary.currency)} {summary.currency}",
+        )
+    console.print(table)
+
+
 @app.command()
 def serve(
     api: bool = typer.Option(True, help="Serve the HTTP API."),
