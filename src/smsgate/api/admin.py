@@ -12,16 +12,31 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict
-from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate import security
+from smsgate.api.admin_models import (
+    ApplyOut,
+    AuditOut,
+    BalanceOut,
+    ChangeOut,
+    ConfigIssueOut,
+    CountsOut,
+    LedgerEntryOut,
+    MerchantOut,
+    OperatorOut,
+    Page,
+    PayoutIn,
+    PayoutOut,
+    ServiceOut,
+    ShortNumberOut,
+    SigningSecretOut,
+)
 from smsgate.api.deps import RuntimeDep, client_ip
 from smsgate.api.problems import Problem
 from smsgate.domain import money
@@ -60,47 +75,14 @@ async def require_admin(
 
 router = APIRouter(prefix="/admin/v1", tags=["admin"], dependencies=[Depends(require_admin)])
 
-T = TypeVar("T")
 
 # Ids are BIGINT: a larger number is a client error, not a database error.
 IdPath = Annotated[int, Path(ge=1, le=money.MAX_MINOR)]
 BeforeQuery = Annotated[int | None, Query(ge=1, le=money.MAX_MINOR)]
 
 
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    # Pass as ``before`` to get the next (older) page; null on the last page.
-    next_before: int | None = None
-
-
 # ---------------------------------------------------------------------------------------------
 # Provisioning
-
-
-class CountsOut(BaseModel):
-    created: int
-    updated: int
-    unchanged: int
-
-
-class ChangeOut(BaseModel):
-    section: str
-    id: str
-    action: Literal["create", "update"]
-    fields: list[str]
-
-
-class ApplyOut(BaseModel):
-    changed: bool
-    dry_run: bool
-    counts: dict[str, CountsOut]
-    changes: list[ChangeOut]
-
-
-class ConfigIssueOut(BaseModel):
-    entry: str
-    key: str
-    message: str
 
 
 def _inline_refs(schema: Any, defs: dict[str, Any]) -> Any:
@@ -184,65 +166,6 @@ async def apply_document(
 
 # ---------------------------------------------------------------------------------------------
 # Listings (no secrets)
-
-
-class OperatorOut(BaseModel):
-    id: str
-    country: str
-    kind: str
-    host: str
-    port: int
-    system_id: str
-    tps: int
-    window: int
-    enabled: bool
-    settings: dict[str, Any]
-    ip_allowlist: list[str]
-    has_intake_secret: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-class ShortNumberOut(BaseModel):
-    number: str
-    operator: str
-    price: str
-    price_minor: int
-    currency: str
-    operator_share_bp: int
-    merchant_share_bp: int
-    vat_note: str
-    default_reply: str
-
-
-class MerchantOut(BaseModel):
-    id: int
-    login: str
-    currency: str
-    credit: str
-    credit_minor: int
-    balance: str
-    balance_minor: int
-    timezone: str
-    status: str
-    has_api_key: bool
-    created_at: datetime
-    updated_at: datetime
-
-
-class ServiceOut(BaseModel):
-    id: int
-    merchant: int
-    type: str
-    keyword: str
-    status: str
-    short_numbers: list[str] = Field(description='"number@operator" for each link')
-    ip_allowlist: list[str]
-    settings: dict[str, Any]
-    callback_urls: dict[str, str]
-    callback_method: str
-    created_at: datetime
-    updated_at: datetime
 
 
 @router.get("/operators", response_model=Page[OperatorOut])
@@ -357,11 +280,6 @@ async def list_services(
     )
 
 
-class SigningSecretOut(BaseModel):
-    service_id: int
-    signing_secret: str
-
-
 @router.get("/services/{service_id}/signing-secret", response_model=SigningSecretOut)
 async def reveal_signing_secret(
     service_id: IdPath, request: Request, runtime: RuntimeDep
@@ -387,58 +305,6 @@ async def reveal_signing_secret(
 
 # ---------------------------------------------------------------------------------------------
 # Money
-
-
-class BalanceOut(BaseModel):
-    merchant_id: int
-    currency: str
-    balance: str
-    balance_minor: int
-    credit: str
-    credit_minor: int
-    # What may still be charged: balance + credit.
-    available: str
-    available_minor: int
-    # The sum of the merchant's ledger entries; equals balance_minor when consistent.
-    ledger_balance_minor: int
-    consistent: bool
-
-
-class LedgerEntryOut(BaseModel):
-    id: int
-    account: str
-    kind: str
-    amount: str
-    amount_minor: int
-    currency: str
-    ref: str
-    memo: str
-    created_at: datetime
-
-
-class PayoutIn(BaseModel):
-    amount: str = Field(
-        pattern=r"^[0-9]+(\.[0-9]+)?$",
-        examples=["25.00"],
-        description="Decimal string in the merchant's currency; never more than it has earned.",
-    )
-    currency: str | None = Field(
-        default=None, description="If given, must be the merchant's currency."
-    )
-    reference: str = Field(
-        min_length=1,
-        max_length=100,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$",
-        description="Your id of this payout (a bank transfer id): a repeat books nothing.",
-    )
-    memo: str = Field(default="", max_length=255)
-
-
-class PayoutOut(BaseModel):
-    created: bool
-    entry: LedgerEntryOut
-    balance: str
-    balance_minor: int
 
 
 def _entry_out(e: LedgerEntry) -> LedgerEntryOut:
@@ -571,16 +437,6 @@ async def book_payout(
 
 # ---------------------------------------------------------------------------------------------
 # Audit
-
-
-class AuditOut(BaseModel):
-    id: int
-    at: datetime
-    actor: str
-    action: str
-    entity: str
-    entity_id: str
-    details: dict[str, Any]
 
 
 @router.get("/audit", response_model=Page[AuditOut])
