@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
-import pstats
 import contextlib
+import cProfile
 import dataclasses
 import os
+import pstats
 import socket
 import sys
 import tempfile
@@ -38,6 +38,7 @@ from sqlalchemy import func, insert, select
 
 from smsgate.config import Settings
 from smsgate.links.link import OperatorLink
+from smsgate.links.manager import tune_interpreter
 from smsgate.links.settings import link_settings
 from smsgate.runtime import Runtime
 from smsgate.smpp import BindTransceiver, SessionConfig, SubmitSm, connect
@@ -267,6 +268,7 @@ async def run_link(
         window=window,
         settings={"dlr_request": dlr},
     )
+    tune_interpreter(engine)  # as LinkManager does under `smsgate serve`
     link = OperatorLink(settings, runtime)
     profile = cProfile.Profile() if PROFILE else None
     try:

@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -54,6 +54,14 @@ from smsgate.smpp import (
 log = logging.getLogger(__name__)
 S = CommandStatus
 MAX_BATCH: Final = 500
+
+
+@dataclass(frozen=True, slots=True)
+class _Result:
+    status: int
+    kind: str  # mo | fragment | redelivery | receipt | receipt_unreadable | refused
+    guard: int | None = None
+    error: tuple[str, str] | None = None
 
 
 @dataclass(slots=True)
@@ -129,94 +137,106 @@ class Receiver:
             await self._process(batch)
 
     async def _process(self, batch: list[_Item]) -> None:
-        now = self._clock.now()
-        statuses: list[int] = []
-        guards: dict[str, tuple[SmppSession, list[int]]] = {}
-        batch_guards: list[tuple[_Item, int]] = []
-        receipts = any(is_receipt(item.pdu) for item in batch)
         try:
-            async with contextlib.AsyncExitStack() as stack:
-                if receipts:
-                    await stack.enter_async_context(self._lock)
-                session = await stack.enter_async_context(self._sessions())
-                await stack.enter_async_context(session.begin())
-                for item in batch:
-                    status, guard = await self._one(session, item, now)
-                    statuses.append(status)
-                    if guard is not None:
-                        batch_guards.append((item, guard))
-            self.batches += 1
+            # One transaction for the whole batch; only when a PDU fails is the batch done
+            # again with a savepoint per PDU, so that the failure sinks that PDU alone.
+            try:
+                results = await self._store(batch, isolate=False)
+            except Exception:
+                results = await self._store(batch, isolate=True)
         except Exception as exc:
             log.exception(
                 "%s: could not store %d deliveries", self.settings.operator_id, len(batch)
             )
             self._state.error("database", str(exc))
-            statuses = [S.ESME_RX_T_APPN] * len(batch)
-            batch_guards = []
-        for item, status in zip(batch, statuses, strict=True):
+            results = [_Result(S.ESME_RX_T_APPN, "refused")] * len(batch)
+        self.batches += 1
+        guards: dict[str, tuple[SmppSession, list[int]]] = {}
+        for item, result in zip(batch, results, strict=True):
             if not item.future.done():
-                item.future.set_result(_response(item.pdu, status))
-        for item, guard in batch_guards:
-            guards.setdefault(item.connection_id, (item.session, []))[1].append(guard)
+                item.future.set_result(_response(item.pdu, result.status))
+            self._count(result)
+            if result.guard is not None:
+                guards.setdefault(item.connection_id, (item.session, []))[1].append(result.guard)
         for smpp_session, ids in guards.values():
             probe = asyncio.get_running_loop().create_task(self._confirm(smpp_session, ids))
             self._probes.add(probe)
             probe.add_done_callback(self._probes.discard)
-        if any(status == S.ESME_ROK for status in statuses):
+        if any(result.status == S.ESME_ROK for result in results):
             self._on_committed()
 
-    async def _one(self, session: AsyncSession, item: _Item, now: Any) -> tuple[int, int | None]:
-        """Process one PDU inside its own savepoint: (command_status, guard id or None)."""
+    def _count(self, result: _Result) -> None:
+        LINK_DELIVER_SM.labels(self.settings.operator_id, result.kind).inc()
+        if result.kind == "mo":
+            self._state.mo_received += 1
+        elif result.kind == "receipt":
+            self._state.receipts_received += 1
+        if result.error:
+            self._state.error(*result.error)
+
+    async def _store(self, batch: list[_Item], *, isolate: bool) -> list[_Result]:
+        now = self._clock.now()
+        results: list[_Result] = []
+        async with contextlib.AsyncExitStack() as stack:
+            if any(is_receipt(item.pdu) for item in batch):
+                await stack.enter_async_context(self._lock)
+            session = await stack.enter_async_context(self._sessions())
+            await stack.enter_async_context(session.begin())
+            for item in batch:
+                if not isolate:
+                    results.append(await self._one(session, item, now))
+                    continue
+                try:
+                    async with session.begin_nested():
+                        results.append(await self._one(session, item, now))
+                except Exception as exc:
+                    op = self.settings.operator_id
+                    log.exception("%s: could not store a %s", op, item.pdu.command_id.name)
+                    results.append(
+                        _Result(S.ESME_RX_T_APPN, "refused", error=("deliver_sm", str(exc)))
+                    )
+        return results
+
+    async def _one(self, session: AsyncSession, item: _Item, now: datetime) -> _Result:
         op = self.settings.operator_id
         pdu = item.pdu
-        try:
-            async with session.begin_nested():
-                if is_receipt(pdu):
-                    await self._receipt(session, pdu, now)
-                    return S.ESME_ROK, None
-                part = read_mo(pdu)
-                if part.concat is not None:
-                    stored = await mo_store.store_fragment(
-                        session,
-                        operator_id=op,
-                        part=part,
-                        now=now,
-                        default_alphabet=self.settings.default_alphabet,
-                        handlers=self._handlers,
-                    )
-                    kind = "fragment" if stored.outcome is None else "mo"
-                else:
-                    stored = await mo_store.store_whole_mo(
-                        session,
-                        operator_id=op,
-                        part=part,
-                        text=part.text(self.settings.default_alphabet),
-                        connection_id=item.connection_id,
-                        now=now,
-                        redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
-                        handlers=self._handlers,
-                    )
-                    kind = "mo"
-                if stored.redelivery or (stored.outcome is not None and stored.outcome.duplicate):
-                    kind = "redelivery"
-                elif stored.outcome is not None:
-                    self._state.mo_received += 1
-                LINK_DELIVER_SM.labels(op, kind).inc()
-                return S.ESME_ROK, stored.ack_guard_id
-        except Exception as exc:
-            log.exception("%s: could not store a %s", op, pdu.command_id.name)
-            self._state.error("deliver_sm", str(exc))
-            LINK_DELIVER_SM.labels(op, "refused").inc()
-            return S.ESME_RX_T_APPN, None
+        if is_receipt(pdu):
+            return await self._receipt(session, pdu, now)
+        part = read_mo(pdu)
+        if part.concat is not None:
+            stored = await mo_store.store_fragment(
+                session,
+                operator_id=op,
+                part=part,
+                now=now,
+                default_alphabet=self.settings.default_alphabet,
+                handlers=self._handlers,
+            )
+        else:
+            stored = await mo_store.store_whole_mo(
+                session,
+                operator_id=op,
+                part=part,
+                text=part.text(self.settings.default_alphabet),
+                connection_id=item.connection_id,
+                now=now,
+                redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
+                handlers=self._handlers,
+            )
+        if stored.redelivery or (stored.outcome is not None and stored.outcome.duplicate):
+            kind = "redelivery"
+        else:
+            kind = "fragment" if stored.outcome is None else "mo"
+        return _Result(S.ESME_ROK, kind, stored.ack_guard_id)
 
-    async def _receipt(self, session: AsyncSession, pdu: DeliverSm | DataSm, now: Any) -> None:
+    async def _receipt(
+        self, session: AsyncSession, pdu: DeliverSm | DataSm, now: datetime
+    ) -> _Result:
         op = self.settings.operator_id
         receipt = read_receipt(pdu, self.settings.dlr_id_format)
-        LINK_DELIVER_SM.labels(op, "receipt").inc()
         if receipt is None:
-            self._state.error("receipt", f"unreadable receipt from {pdu.source_addr!r}")
-            return
-        self._state.receipts_received += 1
+            problem = ("receipt", f"unreadable receipt from {pdu.source_addr!r}")
+            return _Result(S.ESME_ROK, "receipt_unreadable", error=problem)
         await receive_receipt(
             session,
             IncomingReceipt(
@@ -228,6 +248,7 @@ class Receiver:
             ),
             now=now,
         )
+        return _Result(S.ESME_ROK, "receipt")
 
     async def _confirm(self, session: SmppSession, guard_ids: list[int]) -> None:
         """Send enquire_link after the responses; its answer proves the SMSC read them."""
