@@ -6,7 +6,7 @@ import random
 from datetime import timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsgate.domain.access_codes import (
@@ -58,6 +58,7 @@ class TestAlphabets:
 
 
 class TestGeneration:
+    @settings(deadline=None)
     @given(
         st.sampled_from(list(CodeAlphabet)),
         st.integers(4, 32),
@@ -258,6 +259,7 @@ class TestUses:
         clock.set(state.issued_at + HOUR)
         assert check(state, clock.now()) is CheckOutcome.EXPIRED
 
+    @settings(deadline=None)
     @given(st.integers(1, 20), st.integers(0, 40))
     def test_exactly_n_successes(self, uses: int, attempts: int) -> None:
         clock = FakeClock()

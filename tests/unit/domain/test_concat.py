@@ -6,7 +6,7 @@ import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsgate.domain.concat import (
@@ -88,12 +88,14 @@ class TestUdh:
         assert header is not None
         assert payload == b"hi"
 
+    @settings(deadline=None)
     @given(concat_infos_any(), st.binary(max_size=140))
     def test_build_parse_round_trip(self, info: ConcatInfo, payload: bytes) -> None:
         header, rest = parse_udh(build_udh(info) + payload)
         assert header.concat == info
         assert rest == payload
 
+    @settings(deadline=None)
     @given(st.lists(st.tuples(st.integers(0, 255), st.binary(max_size=20)), max_size=6))
     def test_header_bytes_round_trip(self, elements: list[tuple[int, bytes]]) -> None:
         header = UserDataHeader(tuple(InformationElement(i, d) for i, d in elements))
@@ -135,6 +137,7 @@ class TestSar:
             TAG_SAR_SEGMENT_SEQNUM: b"\x02",
         }
 
+    @settings(deadline=None)
     @given(concat_infos_any())
     def test_round_trip(self, info: ConcatInfo) -> None:
         back = concat_from_sar(sar_tlvs(info))
@@ -234,6 +237,7 @@ class TestReassembler:
         assert [(e.source, e.ref, e.total, e.received) for e in expired] == [("m", 7, 3, (2,))]
         assert len(reassembler) == 0
 
+    @settings(deadline=None)
     @given(
         st.text(max_size=1000),
         st.integers(0, 255),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
-from hypothesis import example, given
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from smsgate.domain.errors import InvalidQuota
@@ -53,6 +53,7 @@ def _expected_first_day(period: Period, key: str) -> date:
     return date(int(year), int(month), 1)
 
 
+@settings(deadline=None)
 @given(st.sampled_from(ZONES), instants, st.sampled_from(list(Period)))
 @example("America/Santiago", datetime(2022, 9, 11, 4, 0, tzinfo=UTC), Period.DAY)
 @example("Pacific/Apia", datetime(2011, 12, 30, 9, 59, 59, tzinfo=UTC), Period.DAY)
@@ -78,6 +79,7 @@ def test_windows_tile_time_without_gaps_or_overlaps(
     assert previous.key < current.key
 
 
+@settings(deadline=None)
 @given(st.sampled_from(ZONES), instants, st.sampled_from(list(Period)))
 def test_windows_begin_at_the_first_instant_of_their_local_day(
     zone_name: str, instant: datetime, period: Period
@@ -234,6 +236,7 @@ def test_negative_limits_are_refused(kwargs: dict[str, object]) -> None:
 limit_values = st.none() | st.integers(0, 20)
 
 
+@settings(deadline=None)
 @given(
     limit_values,
     limit_values,

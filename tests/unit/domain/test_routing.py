@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsgate.domain.errors import InvalidKeyword
@@ -110,6 +110,7 @@ def test_no_conflicts_in_a_clean_table() -> None:
     assert find_conflicts(CANDIDATES) == []
 
 
+@settings(deadline=None)
 @given(st.text(max_size=40), st.text(max_size=40))
 def test_keyword_survives_normalising_and_surroundings(word: str, tail: str) -> None:
     keyword = keyword_of(word)
@@ -125,6 +126,7 @@ KEYWORD_LETTERS = (
 )
 
 
+@settings(deadline=None)
 @given(st.text(alphabet=st.sampled_from(KEYWORD_LETTERS), min_size=1, max_size=20))
 def test_a_configured_word_matches_its_mo_in_any_case(word: str) -> None:
     routes = [RouteCandidate("1851", word, 1)]

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsgate.domain.errors import InvalidTemplate, TemplateTooLong
@@ -93,12 +93,14 @@ class TestRender:
     def test_values_are_not_reinterpreted(self) -> None:
         assert render(parse_template("{service}"), {"service": "{code}"}) == "{code}"
 
+    @settings(deadline=None)
     @given(st.text(max_size=200))
     def test_text_without_braces_renders_as_itself(self, text: str) -> None:
         text = text.replace("{", "").replace("}", "")
         if text.strip():
             assert render(parse_template(text), {}) == text
 
+    @settings(deadline=None)
     @given(st.text(max_size=100))
     def test_escaped_text_round_trips(self, text: str) -> None:
         escaped = text.replace("{", "{{").replace("}", "}}")
