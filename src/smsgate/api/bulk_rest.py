@@ -6,15 +6,17 @@ problem whose ``code`` is the send_bulk.php word for the same refusal (docs/bulk
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Final, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from smsgate.api.deps import RuntimeDep, client_ip
-from smsgate.api.problems import Problem
+from smsgate.api.problems import Problem, problem_response
 from smsgate.domain.errors import InvalidMsisdn
 from smsgate.domain.money import format_amount
 from smsgate.domain.msisdn import normalize_msisdn
@@ -132,6 +134,9 @@ class ProblemOut(BaseModel):
     status: int
     detail: str = ""
     code: str = Field(description="The send_bulk.php word for the same refusal.")
+    retry_at: datetime | None = Field(
+        default=None, description="Limits: when the same message could be accepted."
+    )
 
 
 def _problem_out(refused: Refused) -> ProblemOut:
@@ -141,12 +146,26 @@ def _problem_out(refused: Refused) -> ProblemOut:
         status=_STATUS[refused.reason],
         detail=refused.detail,
         code=refused.word,
+        retry_at=refused.retry_at,
     )
 
 
 def _raise(refused: Refused) -> Problem:
     out = _problem_out(refused)
     return Problem(out.status, out.title, out.detail, type=out.type, code=out.code)
+
+
+def _refusal_response(refused: Refused, now: datetime) -> JSONResponse:
+    """The problem for one refused recipient; limits say when to retry (RFC 9110 §10.2.3)."""
+    out = _problem_out(refused)
+    extra: dict[str, str] = {"type": out.type, "code": out.code}
+    if out.retry_at is not None:
+        extra["retry_at"] = out.retry_at.isoformat()
+    response = problem_response(out.status, out.title, out.detail, **extra)
+    if refused.retry_at is not None:
+        seconds = max(0, math.ceil((refused.retry_at - now).total_seconds()))
+        response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 # --- REST: messages --------------------------------------------------------------------------
@@ -235,7 +254,7 @@ async def post_message(
     runtime: RuntimeDep,
     merchant_id: MerchantId,
     idempotency_key: IdempotencyKey = None,
-) -> MessageOut | BatchOut:
+) -> MessageOut | BatchOut | JSONResponse:
     now = runtime.clock.now()
     address = client_ip(request)
     if await bulk_bans(request, runtime).is_banned(BAN_SCOPE, address, BAN_POLICY, now):
@@ -255,7 +274,7 @@ async def post_message(
     if isinstance(body.to, str):
         result = await send_one(runtime.sessions, make(body.to, idempotency_key), now=now)
         if isinstance(result, Refused):
-            raise _raise(result)
+            return _refusal_response(result, now)
         runtime.wake_links()
         if result.duplicate:
             response.status_code = 200

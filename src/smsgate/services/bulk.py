@@ -12,7 +12,8 @@ Order of checks (the first that fails gives the answer; docs/bulk.md):
                         out of the service, or no operator route reaches it;
 6. ``INVALID_INPUT``    the text needs more parts than the service's ``max_parts``;
 7. ``INVALID_PATTERN``  the text matches none of the service's approved patterns;
-8. ``LIMIT_DAY``, ``LIMIT_WEEK``, ``LIMIT_MONTH``   a calendar-window quota (parts);
+8. ``LIMIT_MONTH``, ``LIMIT_WEEK``, ``LIMIT_DAY``   a calendar-window quota in parts; when
+                        several are reached the longest-lasting is named (domain/quota.py);
 9. ``LIMIT_DELAY``      the minimum interval since the last message has not passed;
 10. ``SERVICE_DISABLED`` the merchant cannot pay: the charge would take the balance below
                         ``-credit`` (the REST API says ``insufficient-funds``);
@@ -170,6 +171,7 @@ class Accepted:
 class Refused:
     reason: Refusal
     detail: str = ""
+    retry_at: datetime | None = None  # for limits: when the same message could pass
 
     @property
     def word(self) -> str:
@@ -224,7 +226,7 @@ async def accept(session: AsyncSession, request: BulkRequest, *, now: datetime) 
         return Refused(Refusal.PATTERN, "The text matches none of the approved patterns.")
 
     limits = quotas.Limits(settings.limit_day, settings.limit_week, settings.limit_month)
-    hit = await quotas.consume(
+    refused = await quotas.consume(
         session,
         service_id=service.id,
         parts=parts,
@@ -232,8 +234,13 @@ async def accept(session: AsyncSession, request: BulkRequest, *, now: datetime) 
         now=now,
         timezone=merchant.timezone,
     )
-    if hit is not None:
-        return Refused(_LIMITS[hit], f"The service's {hit.name.lower()} limit is reached.")
+    if refused is not None:
+        period = refused.hit.name.lower()
+        return Refused(
+            _LIMITS[refused.hit],
+            f"The service's {period} limit ({parts} part(s) asked) is reached.",
+            refused.retry_at,
+        )
     scope = msisdn.digits if settings.min_interval_scope == "recipient" else quotas.SERVICE_SCOPE
     if not await quotas.claim_send_slot(
         session,
@@ -242,9 +249,16 @@ async def accept(session: AsyncSession, request: BulkRequest, *, now: datetime) 
         min_interval_seconds=settings.min_interval_seconds,
         now=now,
     ):
+        retry_at = await quotas.next_send_at(
+            session,
+            service_id=service.id,
+            scope=scope,
+            min_interval_seconds=settings.min_interval_seconds,
+        )
         return Refused(
             Refusal.LIMIT_DELAY,
             f"Less than {settings.min_interval_seconds} s since the last message.",
+            retry_at,
         )
     price = int(service.settings.get("price_per_part_minor") or 0)
     cost = price * parts

@@ -3,8 +3,10 @@ message.
 
 Limits count SMS **parts**, not messages: a 3-part message takes 3 from each window. The
 windows are calendar windows in the merchant's time zone (``merchants.timezone``): the day,
-the ISO week (Monday to Sunday) and the month that contain "now" there. Each window has a
-counter row in ``quota_counters`` keyed ``d:2026-01-31``, ``w:2026-W05``, ``m:2026-01``.
+the ISO week (Monday to Sunday) and the month that contain "now" there (domain/quota.py, DST
+and skipped days included). Each window has a counter row in ``quota_counters`` keyed
+``d:2026-01-31``, ``w:2026-W05``, ``m:2026-01``. When several limits are reached the
+longest-lasting is reported: month, week, day, then the minimum interval.
 
 Exact under concurrency: a counter moves by one conditional upsert,
 
@@ -18,31 +20,35 @@ row lock and re-evaluates the condition on the committed row; on SQLite writers 
 (``BEGIN IMMEDIATE``). A refusal leaves earlier windows moved in the same transaction, so the
 caller rolls the transaction (or its savepoint) back, as it does for every refusal.
 
-Every transaction moves rows in the same order (send mark, day, week, month, then the
+Every transaction moves rows in the same order (month, week, day, the send mark, then the
 merchant's balance in the ledger), so two of them can wait on each other but never deadlock.
 """
 
 from __future__ import annotations
 
-import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from smsgate.domain import quota
+from smsgate.domain.errors import InvalidQuota
 from smsgate.store.models import QuotaCounter, SendMark
 
 __all__ = [
     "SERVICE_SCOPE",
     "LimitHit",
+    "LimitRefusal",
     "Limits",
     "WindowUsage",
     "claim_send_slot",
     "consume",
+    "merchant_zone",
+    "next_send_at",
     "usage",
     "window_keys",
 ]
@@ -58,6 +64,12 @@ class LimitHit(StrEnum):
     WEEK = "LIMIT_WEEK"
     MONTH = "LIMIT_MONTH"
     DELAY = "LIMIT_DELAY"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitRefusal:
+    hit: LimitHit
+    retry_at: datetime | None  # when the same message could pass this limit
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,30 +91,35 @@ class WindowUsage:
     key: str  # "d:2026-01-31"
     used: int
     limit: int | None
+    resets_at: datetime
 
 
-def _zone(timezone: str) -> zoneinfo.ZoneInfo:
+def merchant_zone(timezone: str) -> tzinfo:
     try:
-        return zoneinfo.ZoneInfo(timezone)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        # Provisioning validates the zone; a row edited by hand falls back rather than
-        # refusing every message of the merchant.
-        return zoneinfo.ZoneInfo("UTC")
+        return quota.zone(timezone)
+    except InvalidQuota:
+        # Provisioning validates the zone; a row edited by hand falls back to UTC rather
+        # than refusing every message of the merchant.
+        return UTC
 
 
 def window_keys(now: datetime, timezone: str) -> dict[str, str]:
     """The counter keys of the day, ISO week and month containing ``now`` in ``timezone``."""
-    local = now.astimezone(_zone(timezone))
-    year, week, _ = local.isocalendar()
-    return {
-        "day": f"d:{local:%Y-%m-%d}",
-        "week": f"w:{year:04d}-W{week:02d}",
-        "month": f"m:{local:%Y-%m}",
-    }
+    found = quota.windows(now, merchant_zone(timezone))
+    return {period.value: found[period].key for period in quota.Period}
 
 
 def _insert(session: AsyncSession) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+
+
+# domain/quota.py's precedence: the longest-lasting limit is reported first. The counters are
+# also moved in this order by every transaction, which is what keeps them deadlock-free.
+_ORDER: Final = (
+    (quota.Period.MONTH, LimitHit.MONTH),
+    (quota.Period.WEEK, LimitHit.WEEK),
+    (quota.Period.DAY, LimitHit.DAY),
+)
 
 
 async def consume(
@@ -113,23 +130,21 @@ async def consume(
     limits: Limits,
     now: datetime,
     timezone: str,
-) -> LimitHit | None:
-    """Take ``parts`` from every limited window, or say which limit refuses (day first)."""
+) -> LimitRefusal | None:
+    """Take ``parts`` from every limited window, or say which limit refuses (month first)."""
     if not limits.any:
         return None
-    keys = window_keys(now, timezone)
+    found = quota.windows(now, merchant_zone(timezone))
     insert = _insert(session)
-    for name, limit, hit in (
-        ("day", limits.day, LimitHit.DAY),
-        ("week", limits.week, LimitHit.WEEK),
-        ("month", limits.month, LimitHit.MONTH),
-    ):
+    for period, hit in _ORDER:
+        limit: int | None = getattr(limits, period.value)
         if limit is None:
             continue
+        window = found[period]
         if parts > limit:
-            return hit
+            return LimitRefusal(hit, None)  # no window will ever take this message
         statement = insert(QuotaCounter).values(
-            service_id=service_id, window=keys[name], count=parts
+            service_id=service_id, window=window.key, count=parts
         )
         moved = await session.execute(
             statement.on_conflict_do_update(
@@ -139,7 +154,7 @@ async def consume(
             ).returning(QuotaCounter.count)
         )
         if moved.scalar_one_or_none() is None:
-            return hit
+            return LimitRefusal(hit, window.end)
     return None
 
 
@@ -169,17 +184,27 @@ async def claim_send_slot(
     return moved.scalar_one_or_none() is not None
 
 
+async def next_send_at(
+    session: AsyncSession, *, service_id: int, scope: str, min_interval_seconds: int
+) -> datetime | None:
+    """When the minimum interval in ``scope`` lets the next message through."""
+    last = await session.scalar(
+        select(SendMark.last_at).where(SendMark.service_id == service_id, SendMark.scope == scope)
+    )
+    return last + timedelta(seconds=min_interval_seconds) if last is not None else None
+
+
 async def usage(
     session: AsyncSession, *, service_id: int, limits: Limits, now: datetime, timezone: str
 ) -> list[WindowUsage]:
     """What the service used in the current windows (for the API and the panel)."""
-    keys = window_keys(now, timezone)
+    found = quota.windows(now, merchant_zone(timezone))
+    keys = [window.key for window in found.values()]
     rows = dict(
         (
             await session.execute(
                 select(QuotaCounter.window, QuotaCounter.count).where(
-                    QuotaCounter.service_id == service_id,
-                    QuotaCounter.window.in_(list(keys.values())),
+                    QuotaCounter.service_id == service_id, QuotaCounter.window.in_(keys)
                 )
             )
         )
@@ -187,6 +212,12 @@ async def usage(
         .all()
     )
     return [
-        WindowUsage(name, key, int(rows.get(key, 0)), getattr(limits, name))
-        for name, key in keys.items()
+        WindowUsage(
+            period.value,
+            found[period].key,
+            int(rows.get(found[period].key, 0)),
+            getattr(limits, period.value),
+            found[period].end,
+        )
+        for period in (quota.Period.DAY, quota.Period.WEEK, quota.Period.MONTH)
     ]

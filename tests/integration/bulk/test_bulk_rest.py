@@ -3,6 +3,7 @@ details, idempotency keys and the OpenAPI document."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
@@ -13,10 +14,12 @@ from tests.integration.bulk.bulk_env import (
     API_KEY,
     BG_NUMBER,
     SERVICE_ID,
+    T_START,
     add_bulk_service,
     provision,
 )
 
+from smsgate.domain.clock import FakeClock
 from smsgate.runtime import Runtime
 from smsgate.store.models import LedgerEntry, MtMessage, OptOut
 
@@ -154,6 +157,22 @@ async def test_limits_answer_429(runtime: Runtime, client: httpx2.AsyncClient) -
     refused = await post(client, body)
     assert refused.status_code == 429
     assert refused.json()["code"] == "LIMIT_MONTH"
+    # April begins at 00:00 in Sofia (UTC+3 from 29 March): 2026-03-31T21:00Z.
+    assert refused.json()["retry_at"] == "2026-03-31T21:00:00+00:00"
+    expected = datetime(2026, 3, 31, 21, tzinfo=UTC) - T_START
+    assert refused.headers["Retry-After"] == str(int(expected.total_seconds()))
+
+
+async def test_delay_says_when_to_retry(
+    runtime: Runtime, client: httpx2.AsyncClient, clock: FakeClock
+) -> None:
+    await setup(runtime, min_interval_seconds=90)
+    body = {"service_id": SERVICE_ID, "to": BG_NUMBER, "text": "Hi"}
+    assert (await post(client, body)).status_code == 201
+    clock.advance(30)
+    refused = await post(client, body)
+    assert (refused.status_code, refused.json()["code"]) == (429, "LIMIT_DELAY")
+    assert refused.headers["Retry-After"] == "60"
 
 
 async def test_another_merchants_service_is_unknown(
