@@ -143,6 +143,10 @@ class ReceiptDispatcher:
                     async with asyncio.timeout(delay):
                         await self._wake.wait()
                 continue
+            # One loop pass first: the session writes a handler's response from a callback
+            # that runs after this wake-up, and a receipt must not overtake its
+            # submit_sm_resp (unless DlrSettings.before_resp asks for exactly that).
+            await asyncio.sleep(0)
             now = self._loop.time()
             while heap and heap[0][0] <= now:
                 item = heapq.heappop(heap)[2]

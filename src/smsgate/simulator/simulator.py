@@ -12,7 +12,7 @@ await simulator.stop()
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -32,6 +32,8 @@ from smsgate.smpp.errors import ResponseTimeout, SmppError
 if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
 
+
+log = logging.getLogger(__name__)
 
 HOUSEKEEPING_SECONDS = 60.0
 
@@ -115,11 +117,10 @@ class Simulator:
 
     async def stop(self) -> None:
         """Close every session, stop sending receipts, release the HTTP client."""
-        for task in list(self._background):
+        tasks = list(self._background)
+        for task in tasks:
             task.cancel()
-        for task in list(self._background):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._smsc is not None:
             await self._smsc.close()
             self._smsc = None
@@ -231,7 +232,7 @@ class Simulator:
         if not wait:
             task = asyncio.get_running_loop().create_task(delivery)
             self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            task.add_done_callback(self._mo_delivered)
             return result
         return await delivery
 
@@ -261,6 +262,11 @@ class Simulator:
                 at=self.state.clock.now(),
             )
         return result
+
+    def _mo_delivered(self, task: asyncio.Task[MoResult]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("MO not delivered: %s", task.exception())
 
     def _tariff(self, short_number: str, operator: str | None) -> SimShortNumber:
         if operator is not None:
