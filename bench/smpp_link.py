@@ -90,11 +90,14 @@ class Result:
         return self.messages / self.seconds
 
     def line(self) -> str:
+        per_message = 1e6 / self.messages
         return (
             f"{self.path:<5} window {self.window:>3}: {self.messages:>6} submit_sm in "
-            f"{self.seconds:6.2f} s = {self.rate:8.0f} msg/s   CPU: link process "
-            f"{100 * self.cpu_ours / self.seconds:4.0f}%, simulator "
-            f"{100 * self.cpu_simulator / self.seconds:4.0f}%"
+            f"{self.seconds:6.2f} s = {self.rate:6.0f} msg/s | CPU link process "
+            f"{100 * self.cpu_ours / self.seconds:3.0f}% "
+            f"({self.cpu_ours * per_message:4.0f} us/msg)"
+            f", simulator {100 * self.cpu_simulator / self.seconds:3.0f}% "
+            f"({self.cpu_simulator * per_message:4.0f} us/msg)"
         )
 
 

@@ -25,6 +25,7 @@ from smsgate.store.models import DeliveryReport, MtMessage, MtPart
 log = logging.getLogger(__name__)
 
 MAX_BATCH: Final = 2000
+GATHER_SECONDS: Final = 0.01
 _CHUNK: Final = 500  # ids per IN (...) list
 _WRITE_ATTEMPTS: Final = 5
 
@@ -89,6 +90,7 @@ class ResultWriter:
         self._state = state
         self._buffer: list[MtOutcome] = []
         self._task: asyncio.Task[None] | None = None
+        self._flushing = False
         self.batches = 0  # transactions written, for tests and benchmarks
 
     @property
@@ -102,14 +104,22 @@ class ResultWriter:
 
     async def flush(self) -> None:
         """Return once everything added so far is written (or given up on)."""
-        while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
-        if self._buffer:
-            self._task = asyncio.get_running_loop().create_task(self._run())
-            await asyncio.shield(self._task)
+        self._flushing = True
+        try:
+            while self._task is not None and not self._task.done():
+                await asyncio.shield(self._task)
+            if self._buffer:
+                self._task = asyncio.get_running_loop().create_task(self._run())
+                await asyncio.shield(self._task)
+        finally:
+            self._flushing = False
 
     async def _run(self) -> None:
         while self._buffer:
+            if len(self._buffer) < MAX_BATCH // 4 and not self._flushing:
+                # Let a few milliseconds of responses gather: one transaction for many
+                # outcomes instead of one each when responses trickle in.
+                await asyncio.sleep(GATHER_SECONDS)
             batch = self._buffer[:MAX_BATCH]
             del self._buffer[:MAX_BATCH]
             for attempt in range(1, _WRITE_ATTEMPTS + 1):
