@@ -8,6 +8,7 @@ link records the id (``attach_operator_message_id``); it is never dropped or ret
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -114,10 +115,16 @@ async def _apply(
 # What a DLR callback calls a state (docs/bulk.md, "DLR callbacks"): "submitted" is the SMSC's
 # acceptance of the submit_sm, which merchants know as "accepted".
 _CALLBACK_STATUS = {"submitted": "accepted"}
+DLR_EVENT = "message.dlr"
 
 
 def callback_status(state: str) -> str:
     return _CALLBACK_STATUS.get(state, state)
+
+
+def _dlr_url(service: Service) -> str | None:
+    url = service.callback_urls.get("dlr") or service.settings.get("dlr_url")
+    return str(url) if url else None
 
 
 async def _notify(
@@ -132,10 +139,62 @@ async def _notify(
     if mt.service_id is None or mt.merchant_id is None:
         return
     service = await session.get_one(Service, mt.service_id)
-    url = service.callback_urls.get("dlr") or service.settings.get("dlr_url")
-    if not url:
+    url = _dlr_url(service)
+    if url is None:
         return
-    common = {
+    parts = list((await session.execute(select(MtPart).where(MtPart.mt_id == mt.id))).scalars())
+    events: list[dict[str, str]] = []
+    if mt.parts > 1:
+        events.append(_part_fields(mt, part, now))
+    if mt.parts == 1 or whole_changed:
+        events.append(_message_fields(mt, parts, now))
+    for fields in events:
+        await _emit_dlr(session, service, mt, url, fields, now)
+
+
+async def notify_submit_outcomes(
+    session: AsyncSession, mt_ids: Sequence[int], *, now: datetime
+) -> int:
+    """Callbacks for MTs whose submit outcome a link has just written: ``accepted`` (the SMSC
+    took every part: ``submitted``), ``failed`` (the SMSC refused a part) or ``unknown``.
+
+    Call it in the transaction that wrote the outcomes, after writing their ``mt_parts``.
+    MTs of services without a DLR URL cost one query per batch and nothing else. Returns the
+    number of callbacks queued.
+    """
+    queued = 0
+    for start in range(0, len(mt_ids), 500):
+        chunk = list(mt_ids[start : start + 500])
+        rows = (
+            await session.execute(
+                select(MtMessage, Service)
+                .join(Service, Service.id == MtMessage.service_id)
+                .where(MtMessage.id.in_(chunk), MtMessage.merchant_id.is_not(None))
+            )
+        ).all()
+        wanted = [(mt, service, _dlr_url(service)) for mt, service in rows]
+        wanted = [(mt, service, url) for mt, service, url in wanted if url is not None]
+        if not wanted:
+            continue
+        parts_of: dict[int, list[MtPart]] = {mt.id: [] for mt, _s, _u in wanted}
+        for part in (
+            await session.execute(select(MtPart).where(MtPart.mt_id.in_(list(parts_of))))
+        ).scalars():
+            parts_of[part.mt_id].append(part)
+        for mt, service, url in wanted:
+            parts = sorted(parts_of[mt.id], key=lambda p: p.part_no)
+            events: list[dict[str, str]] = []
+            if mt.parts > 1:
+                events.extend(_part_fields(mt, p, now) for p in parts if p.status != "queued")
+            events.append(_message_fields(mt, parts, now))
+            for fields in events:
+                await _emit_dlr(session, service, mt, str(url), fields, now)
+            queued += len(events)
+    return queued
+
+
+def _common_fields(mt: MtMessage, now: datetime) -> dict[str, str]:
+    return {
         "id": str(mt.id),
         "user_id": str(mt.merchant_id),
         "service_id": str(mt.service_id),
@@ -144,60 +203,57 @@ async def _notify(
         "created_at": mt.created_at.isoformat(),
         "status_at": now.isoformat(),
     }
-    events: list[dict[str, str]] = []
-    if mt.parts > 1:
-        events.append(
-            {
-                **common,
-                "scope": "part",
-                "part": str(part.part_no),
-                "status": callback_status(part.status),
-                "error_code": part.error_code,
-                "operator_message_id": part.operator_message_id or "",
-                "submitted_at": _iso(part.submitted_at),
-                "done_at": _iso(part.done_at),
-            }
-        )
-    if mt.parts == 1 or whole_changed:
-        submitted, done = await _message_times(session, mt)
-        events.append(
-            {
-                **common,
-                "scope": "message",
-                "part": "" if mt.parts > 1 else str(part.part_no),
-                "status": callback_status(mt.status),
-                "error_code": mt.error_code,
-                "operator_message_id": (part.operator_message_id or "") if mt.parts == 1 else "",
-                "submitted_at": _iso(submitted),
-                "done_at": _iso(done if is_final(mt.status) else None),
-            }
-        )
-    for fields in events:
-        await emit(
-            session,
-            merchant_id=mt.merchant_id,
-            service_id=mt.service_id,
-            event_type="message.dlr",
-            url=str(url),
-            method=service.callback_method,
-            payload=fields,
-            now=now,
-        )
+
+
+def _part_fields(mt: MtMessage, part: MtPart, now: datetime) -> dict[str, str]:
+    return {
+        **_common_fields(mt, now),
+        "scope": "part",
+        "part": str(part.part_no),
+        "status": callback_status(part.status),
+        "error_code": part.error_code,
+        "operator_message_id": part.operator_message_id or "",
+        "submitted_at": _iso(part.submitted_at),
+        "done_at": _iso(part.done_at),
+    }
+
+
+def _message_fields(mt: MtMessage, parts: Sequence[MtPart], now: datetime) -> dict[str, str]:
+    submitted = [p.submitted_at for p in parts if p.submitted_at is not None]
+    done = [p.done_at for p in parts if p.done_at is not None]
+    only = parts[0] if mt.parts == 1 and len(parts) == 1 else None
+    return {
+        **_common_fields(mt, now),
+        "scope": "message",
+        "part": str(only.part_no) if only is not None else "",
+        "status": callback_status(mt.status),
+        "error_code": mt.error_code,
+        "operator_message_id": (only.operator_message_id or "") if only is not None else "",
+        "submitted_at": _iso(min(submitted) if submitted else None),
+        "done_at": _iso(max(done) if done and is_final(mt.status) else None),
+    }
+
+
+async def _emit_dlr(
+    session: AsyncSession,
+    service: Service,
+    mt: MtMessage,
+    url: str,
+    fields: dict[str, str],
+    now: datetime,
+) -> None:
+    assert mt.merchant_id is not None
+    await emit(
+        session,
+        merchant_id=mt.merchant_id,
+        service_id=mt.service_id,
+        event_type=DLR_EVENT,
+        url=url,
+        method=service.callback_method,
+        payload=fields,
+        now=now,
+    )
 
 
 def _iso(moment: datetime | None) -> str:
     return moment.isoformat() if moment is not None else ""
-
-
-async def _message_times(
-    session: AsyncSession, mt: MtMessage
-) -> tuple[datetime | None, datetime | None]:
-    """When the first part was accepted by the SMSC, and when the last part was done."""
-    times = (
-        await session.execute(
-            select(MtPart.submitted_at, MtPart.done_at).where(MtPart.mt_id == mt.id)
-        )
-    ).all()
-    submitted = [t.submitted_at for t in times if t.submitted_at is not None]
-    done = [t.done_at for t in times if t.done_at is not None]
-    return (min(submitted) if submitted else None, max(done) if done else None)

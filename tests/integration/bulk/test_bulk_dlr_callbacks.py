@@ -14,7 +14,7 @@ from tests.integration.bulk.callback_receiver import CallbackReceiver
 
 from smsgate.domain.clock import FakeClock
 from smsgate.runtime import Runtime
-from smsgate.services.dlr import IncomingReceipt, receive_receipt
+from smsgate.services.dlr import IncomingReceipt, notify_submit_outcomes, receive_receipt
 from smsgate.store.models import MtMessage, MtPart, WebhookEvent
 from smsgate.worker.runner import Worker, default_handlers
 
@@ -196,3 +196,43 @@ async def test_rest_message_shows_the_dlr_history(
     ]
     other = await client.get(f"/api/v1/messages/{mt_id}", headers={"X-API-Key": "nope"})
     assert other.status_code == 401
+
+
+async def test_submit_outcomes_are_reported_as_accepted_or_failed(
+    runtime: Runtime, client: httpx2.AsyncClient, clock: FakeClock
+) -> None:
+    async with runtime.sessions() as session, session.begin():
+        await provision(session, max_parts=2, dlr_url="https://shop.example/dlr")
+    two_parts = await accept(client, "p" * 200)
+    refused = await accept(client, "Hello")
+    await link_submitted(runtime, two_parts, ["s1", "s2"])
+    async with runtime.sessions() as session, session.begin():
+        mt = await session.get_one(MtMessage, refused)
+        mt.status, mt.error_code = "failed", "ESME_RINVDSTADR"
+        session.add(
+            MtPart(
+                mt_id=refused,
+                part_no=1,
+                operator_id="sim-bg",
+                status="failed",
+                error_code="ESME_RINVDSTADR",
+                submitted_at=clock.now(),
+                done_at=clock.now(),
+            )
+        )
+        await session.flush()
+        assert await notify_submit_outcomes(session, [two_parts, refused], now=clock.now()) == 4
+    async with runtime.sessions() as session:
+        events = (await session.execute(select(WebhookEvent))).scalars().all()
+    seen = sorted(
+        (int(e.payload["id"]), e.payload["scope"], e.payload["part"], e.payload["status"])
+        for e in events
+    )
+    assert seen == [
+        (two_parts, "message", "", "accepted"),
+        (two_parts, "part", "1", "accepted"),
+        (two_parts, "part", "2", "accepted"),
+        (refused, "message", "1", "failed"),
+    ]
+    failed = next(e.payload for e in events if int(e.payload["id"]) == refused)
+    assert (failed["error_code"], failed["done_at"]) == ("ESME_RINVDSTADR", clock.now().isoformat())
