@@ -48,6 +48,9 @@ def simulator_command(
     inbox_limit: int = typer.Option(
         1000, "--inbox-limit", help="Messages kept per handset (0: none, for benchmarks)."
     ),
+    mo_message_ids: bool = typer.Option(
+        False, "--mo-message-ids", help="Name MO parts with receipted_message_id."
+    ),
     log_level: str = typer.Option("INFO", "--log-level"),
 ) -> None:
     """Run the built-in operator simulator: an SMSC over SMPP and its HTTP control API."""
@@ -69,6 +72,7 @@ def simulator_command(
             intake_secret=intake_secret,
             dlr=dlr,
             inbox_limit=max(inbox_limit, 0),
+            mo_message_ids=mo_message_ids,
         )
         loaded = load_config(config, options)
     except ConfigError as exc:
