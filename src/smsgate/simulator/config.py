@@ -60,6 +60,7 @@ class SimulatorOptions:
     inbox_limit: int = 1000
     default_balance_minor: int | None = None
     pending_receipts_limit: int = 100_000
+    mo_message_ids: bool = False  # name MO parts with receipted_message_id, as some SMSCs do
     first_message_id: int = 0x2000_0000
 
 

@@ -44,6 +44,9 @@ class MoIn(_In):
     operator: OperatorId | None = None
     wait: bool = Field(True, description="Answer after the ESME acknowledged the MO.")
     timeout_ms: Annotated[int, Field(ge=1, le=60_000)] = 10_000
+    copies: Annotated[int, Field(ge=1, le=10)] = Field(
+        1, description="Deliver the same MO this many times (an SMSC redelivering it)."
+    )
 
 
 class CallIn(_In):
@@ -111,6 +114,7 @@ def build_router(sim: Simulator) -> APIRouter:
                 body.operator,
                 wait=body.wait,
                 ack_timeout=body.timeout_ms / 1000,
+                copies=body.copies,
             )
         except SimulatorError as exc:
             return _failure(exc)

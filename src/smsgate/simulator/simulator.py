@@ -23,11 +23,13 @@ from smsgate.domain.errors import TextError
 from smsgate.simulator.calls import CallEvent, CallOutcome, CallSink, HttpCallSink
 from smsgate.simulator.config import SimShortNumber, SimulatorConfig
 from smsgate.simulator.handsets import Charge, Handset, InboxMessage
-from smsgate.simulator.receipts import DlrSettings
+from smsgate.simulator.messages import make_tlvs
+from smsgate.simulator.receipts import DlrSettings, ids_for
 from smsgate.simulator.scenarios import ActiveFault, Monotonic, make_scenario
 from smsgate.simulator.smsc import NoReceiver, Smsc
 from smsgate.simulator.state import SimState
 from smsgate.smpp.errors import ResponseTimeout, SmppError
+from smsgate.smpp.pdu import DeliverSm
 
 if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
@@ -58,7 +60,8 @@ class MoResult:
     price: str
     currency: str
     parts: int
-    statuses: list[int] = field(default_factory=list)  # one command_status per part
+    statuses: list[int] = field(default_factory=list)  # one command_status per part sent
+    message_ids: list[str] = field(default_factory=list)  # with SimulatorOptions.mo_message_ids
 
     @property
     def status(self) -> str:
@@ -76,6 +79,7 @@ class MoResult:
             "currency": self.currency,
             "parts": self.parts,
             "command_statuses": self.statuses,
+            "message_ids": self.message_ids,
         }
 
 
@@ -198,13 +202,16 @@ class Simulator:
         *,
         wait: bool = True,
         ack_timeout: float = 10.0,
+        copies: int = 1,
     ) -> MoResult:
         """Send an MO from handset ``msisdn`` to ``short_number`` as deliver_sm to a bound
         receiver of the operator; priced by the short number and charged to the handset when
         the ESME acknowledges every part.
 
         ``wait``: return after the ESME answered (its statuses are in the result), at most
-        ``ack_timeout`` seconds; otherwise right after queuing. Raises SimulatorError:
+        ``ack_timeout`` seconds; otherwise right after queuing. ``copies`` > 1 delivers the
+        same PDUs again, as an SMSC redelivers an MO whose response it did not get (the
+        subscriber is charged once). Raises SimulatorError:
         unknown_short_number (404), ambiguous_short_number (422), invalid_text (422),
         no_receiver (409), insufficient_funds (402), timeout (504), link_error (502).
         """
@@ -224,11 +231,15 @@ class Simulator:
             raise SimulatorError(
                 "no_receiver", f"no receiver or transceiver of {tariff.operator} is bound", 409
             )
+        if not 1 <= copies <= 10:
+            raise SimulatorError("invalid_copies", "copies must be between 1 and 10", 422)
         self.state.counters.mos_injected += 1
         result = MoResult(
             tariff.operator, msisdn, short_number, tariff.price, tariff.currency, len(pdus)
         )
-        delivery = self._deliver_mo(result, pdus, ack_timeout)
+        if self.config.options.mo_message_ids:
+            self._name_mo_parts(tariff.operator, pdus, result)
+        delivery = self._deliver_mo(result, pdus * copies, ack_timeout)
         if not wait:
             task = asyncio.get_running_loop().create_task(delivery)
             self._background.add(task)
@@ -236,7 +247,9 @@ class Simulator:
             return result
         return await delivery
 
-    async def _deliver_mo(self, result: MoResult, pdus: list[Any], ack_timeout: float) -> MoResult:
+    async def _deliver_mo(
+        self, result: MoResult, pdus: list[DeliverSm], ack_timeout: float
+    ) -> MoResult:
         try:
             async with asyncio.timeout(ack_timeout):
                 responses = await self.smsc.deliver(
@@ -262,6 +275,16 @@ class Simulator:
                 at=self.state.clock.now(),
             )
         return result
+
+    def _name_mo_parts(self, operator: str, pdus: list[DeliverSm], result: MoResult) -> None:
+        # Some SMSCs name their MOs with receipted_message_id, so a gateway can tell a
+        # redelivery from a new message; the link uses that id when it is there.
+        entry = self.config.operator(operator)
+        id_format = entry.dlr_id_format if entry else None
+        for pdu in pdus:
+            message_id = ids_for(next(self.state.message_numbers), id_format)[1]
+            pdu.tlvs = make_tlvs(receipted_message_id=message_id)
+            result.message_ids.append(message_id)
 
     def _mo_delivered(self, task: asyncio.Task[MoResult]) -> None:
         self._background.discard(task)

@@ -167,7 +167,9 @@ class Smsc:
         session = self.receiver_for(operator, None)
         if session is None:
             raise NoReceiver(operator)
-        futures = [await session.start_request(pdu, response_timeout) for pdu in pdus]
+        # A copy per request: the session numbers each one, and a redelivery (the same PDU
+        # twice) must go out under two sequence numbers.
+        futures = [await session.start_request(replace(pdu), response_timeout) for pdu in pdus]
         return list(await asyncio.gather(*futures))
 
 

@@ -10,11 +10,12 @@ from tests.integration.simulator.sim_env import (
     BindReceiver,
     BindTransmitter,
     bound_esme,
+    make_simulator,
 )
 
 from smsgate.domain.concat import Reassembler, split_short_message
 from smsgate.domain.text import decode
-from smsgate.simulator import Simulator, SimulatorError
+from smsgate.simulator import Simulator, SimulatorError, SimulatorOptions
 from smsgate.smpp.pdu import DeliverSm
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -136,3 +137,30 @@ async def test_a_receiver_that_never_answers_times_out(sim: Simulator) -> None:
             await sim.inject_mo("359888123456", "1851", "KOD", ack_timeout=0.2)
         blocked.set()
     assert (error.value.code, error.value.http_status) == ("timeout", 504)
+
+
+async def test_a_redelivered_mo_is_the_same_pdu_again_and_charged_once(sim: Simulator) -> None:
+    sim.set_balance("359888123456", 1000, "BGN")
+    async with bound_esme(sim.smpp_port) as esme:
+        result = await sim.inject_mo("359888123456", "1851", "KOD", copies=2)
+        first, second = await esme.next_delivery(), await esme.next_delivery()
+    assert result.statuses == [0, 0]
+    assert first.sequence_number != second.sequence_number
+    first.sequence_number = second.sequence_number
+    assert first == second
+    assert sim.handset("359888123456").balance_minor == 760
+
+
+async def test_mo_parts_can_carry_message_ids() -> None:
+    sim = make_simulator(SimulatorOptions(mo_message_ids=True), dlr_id_format="hex")
+    await sim.start("127.0.0.1", 0)
+    try:
+        async with bound_esme(sim.smpp_port) as esme:
+            result = await sim.inject_mo("359888123456", "1851", "y" * 200)
+            parts = [await esme.next_delivery() for _ in range(result.parts)]
+    finally:
+        await sim.stop()
+    ids = [p.tlvs.receipted_message_id for p in parts]
+    assert ids == result.message_ids and len(set(ids)) == 2
+    assert all(p.esm_class & 0x3C == 0 for p in parts)  # not receipts: ordinary MOs
+    assert all(int(i, 16) >= 0x2000_0000 for i in ids)  # the operator writes ids in hex
