@@ -30,13 +30,27 @@ import asyncio
 import logging
 import time
 import unicodedata
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
-from sqlalchemy import case, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import (
+    URL,
+    Connection,
+    bindparam,
+    case,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import SingletonThreadPool
 
 from smsgate.domain import access_codes as rules_
 from smsgate.domain.access_codes import CheckOutcome, CodeKind, CodeRules, CodeState
@@ -49,6 +63,7 @@ from smsgate.services.access_code_settings import (
 )
 from smsgate.services.bans import BanList
 from smsgate.store.models import AccessCode, CodeCheck, Service
+from smsgate.store.types import UTCDateTime
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +211,36 @@ _CODE_COLUMNS = (
 )
 
 
+# The statements of the check path, built once (building them per check cost more CPU than
+# running them); values come in as bind parameters.
+_FIND_CODE = select(*_CODE_COLUMNS).where(
+    AccessCode.service_id == bindparam("service_id"), AccessCode.code == bindparam("code")
+)
+_USE = (
+    update(AccessCode)
+    .where(AccessCode.id == bindparam("code_id"))
+    .values(
+        uses_count=AccessCode.uses_count + 1,
+        first_used_at=func.coalesce(
+            AccessCode.first_used_at, bindparam("now", type_=UTCDateTime())
+        ),
+    )
+    .returning(AccessCode.uses_left)
+)
+# The guard that makes concurrent checks of a one-use code give one CODE_OK; the status is
+# computed from the row as it is, not as it was read.
+_USE_COUNTED = _USE.where(AccessCode.uses_left > 0).values(
+    uses_left=AccessCode.uses_left - 1,
+    status=case((AccessCode.uses_left <= 1, rules_.CodeStatus.USED.value), else_=AccessCode.status),
+)
+# Only the first use starts a first-use period; a concurrent first use makes this UPDATE
+# match nothing, and the check reads the period that one started.
+_USE_FIRST = _USE.where(AccessCode.first_used_at.is_(None)).values(
+    valid_until=bindparam("valid_until", type_=UTCDateTime())
+)
+_INSERT_CHECK = insert(CodeCheck)
+
+
 def code_state(row: Any) -> CodeState:
     return CodeState(
         kind=CodeKind(row.kind),
@@ -219,7 +264,16 @@ def terms_of(row: Any) -> CodeRules:
 
 class CodeChecker:
     """Answers checks for one gateway process: the service cache and the ban list are its
-    own; everything that must be shared lives in the database and the ban storage."""
+    own; everything that must be shared lives in the database and the ban storage.
+
+    The transaction of a check is one synchronous function (:meth:`_transaction`). On
+    PostgreSQL it runs through ``AsyncConnection.run_sync`` (one round trip per statement,
+    which cannot be fewer). On SQLite it runs in a thread of its own on a connection of its
+    own: aiosqlite hands every cursor, execute, fetch and commit to its thread separately
+    (some 16 hand-overs for one check, each paying for the GIL), where this pays once. The
+    one thread also queues SQLite's single writer here instead of in SQLite's busy handler,
+    which sleeps in steps of up to 100 ms.
+    """
 
     def __init__(
         self, engine: AsyncEngine, clock: Clock, bans: BanList, *, cache_seconds: float = 1.0
@@ -228,9 +282,9 @@ class CodeChecker:
         self.clock = clock
         self.bans = bans
         self.services = ServiceCache(engine, cache_seconds)
-        # SQLite has one writer; queueing writers here instead of in SQLite's busy handler
-        # (which sleeps in steps of up to 100 ms) keeps the latency of a check short.
-        self._writer = asyncio.Lock() if engine.dialect.name == "sqlite" else None
+        self._sqlite: SqliteThread | None = (
+            SqliteThread(engine.url) if engine.dialect.name == "sqlite" else None
+        )
 
     async def service_for(self, service_id: int, user_id: int | None) -> ServiceView | None:
         """The access-code service ``service_id`` of merchant ``user_id`` (any merchant when
@@ -245,37 +299,16 @@ class CodeChecker:
     async def check(self, request: CheckRequest) -> CheckResult:
         view = await self.service_for(request.service_id, request.user_id)
         now = self.clock.now()
-        if view is None:
-            return await self._finish(request, None, CheckResult(CheckAnswer.INVALID_INPUT), now)
-        config = view.config
-        if config is not None and await self.bans.is_banned(
-            str(view.id), request.requester_ip, config.bans, now
-        ):
-            return await self._finish(
-                request, view, self._result(CheckAnswer.BAN_IP_TEMP, view), now
-            )
-        if request.apply_allowlist and not view.allowlist.allows(request.requester_ip):
-            return await self._finish(
-                request, view, self._result(CheckAnswer.INVALID_IP, view), now
-            )
-        if view.status != "active" or config is None:
-            return await self._finish(
-                request, view, self._result(CheckAnswer.SERVICE_DISABLED, view), now
-            )
+        answer = await self._answer_before_lookup(request, view, now)
         code = rules_.normalize_code_input(request.code)
-        if not code:
-            return await self._finish(
-                request, view, self._result(CheckAnswer.INVALID_INPUT, view), now
-            )
-        if len(code) > rules_.MAX_CODE_LENGTH or not (code.isascii() and code.isalnum()):
-            # Codes are drawn from ASCII letters and digits: anything else is no code (and
-            # never reaches the database, which may refuse some characters, such as NUL).
-            return await self._finish(
-                request, view, self._result(CheckAnswer.CODE_NOT_FOUND, view), now
-            )
-        async with self._write_turn(), self.engine.begin() as conn:
-            result = await self._redeem(conn, view.id, code, now)
-            await conn.execute(insert(CodeCheck), [self._check_row(request, view, result, now)])
+        if answer is None:
+            if not code:
+                answer = CheckAnswer.INVALID_INPUT
+            elif len(code) > rules_.MAX_CODE_LENGTH or not (code.isascii() and code.isalnum()):
+                # Codes are drawn from ASCII letters and digits: anything else is no code (and
+                # never reaches the database, which may refuse some characters, such as NUL).
+                answer = CheckAnswer.CODE_NOT_FOUND
+        result = await self._run(request, view, code if answer is None else None, answer, now)
         await self._count_failure(request, view, result, now)
         return result
 
@@ -284,29 +317,62 @@ class CodeChecker:
     ) -> CheckResult:
         """Keep the trace of a request that could not even name a service."""
         request = CheckRequest(0, code_given, requester_ip, None, user_ip, via)
-        return await self._finish(
-            request, None, CheckResult(CheckAnswer.INVALID_INPUT), self.clock.now()
-        )
+        return await self._run(request, None, None, CheckAnswer.INVALID_INPUT, self.clock.now())
 
     async def aclose(self) -> None:
         await self.bans.aclose()
+        if self._sqlite is not None:
+            await self._sqlite.aclose()
 
     # -- internals ------------------------------------------------------------------------------
 
-    @staticmethod
-    def _result(answer: CheckAnswer, view: ServiceView) -> CheckResult:
-        return CheckResult(answer, view.id)
+    async def _answer_before_lookup(
+        self, request: CheckRequest, view: ServiceView | None, now: datetime
+    ) -> CheckAnswer | None:
+        """Steps 2 to 5 of the order of checks; None: go on to the code."""
+        if view is None:
+            return CheckAnswer.INVALID_INPUT
+        config = view.config
+        if config is not None and await self.bans.is_banned(
+            str(view.id), request.requester_ip, config.bans, now
+        ):
+            return CheckAnswer.BAN_IP_TEMP
+        if request.apply_allowlist and not view.allowlist.allows(request.requester_ip):
+            return CheckAnswer.INVALID_IP
+        if view.status != "active" or config is None:
+            return CheckAnswer.SERVICE_DISABLED
+        return None
 
-    def _write_turn(self) -> asyncio.Lock | _NoLock:
-        return self._writer if self._writer is not None else _NO_LOCK
-
-    async def _finish(
-        self, request: CheckRequest, view: ServiceView | None, result: CheckResult, now: datetime
+    async def _run(
+        self,
+        request: CheckRequest,
+        view: ServiceView | None,
+        code: str | None,
+        answer: CheckAnswer | None,
+        now: datetime,
     ) -> CheckResult:
-        """Store the check row of an answer given without looking at codes."""
-        async with self._write_turn(), self.engine.begin() as conn:
-            await conn.execute(insert(CodeCheck), [self._check_row(request, view, result, now)])
-        await self._count_failure(request, view, result, now)
+        if self._sqlite is not None:
+            return await self._sqlite.run(self._transaction, request, view, code, answer, now)
+        async with self.engine.begin() as conn:
+            return await conn.run_sync(self._transaction, request, view, code, answer, now)
+
+    def _transaction(
+        self,
+        conn: Connection,
+        request: CheckRequest,
+        view: ServiceView | None,
+        code: str | None,
+        answer: CheckAnswer | None,
+        now: datetime,
+    ) -> CheckResult:
+        """The check's one transaction: redeem ``code`` (when no ``answer`` was decided
+        before looking), and store the check row."""
+        if answer is not None or code is None or view is None:
+            service_id = view.id if view is not None else None
+            result = CheckResult(answer or CheckAnswer.INVALID_INPUT, service_id)
+        else:
+            result = self._redeem(conn, view.id, code, now)
+        conn.execute(_INSERT_CHECK, [self._check_row(request, view, result, now)])
         return result
 
     async def _count_failure(
@@ -334,17 +400,9 @@ class CodeChecker:
             "via": request.via,
         }
 
-    async def _redeem(
-        self, conn: AsyncConnection, service_id: int, code: str, now: datetime
-    ) -> CheckResult:
+    def _redeem(self, conn: Connection, service_id: int, code: str, now: datetime) -> CheckResult:
         for _ in range(MAX_ATTEMPTS):
-            row = (
-                await conn.execute(
-                    select(*_CODE_COLUMNS).where(
-                        AccessCode.service_id == service_id, AccessCode.code == code
-                    )
-                )
-            ).one_or_none()
+            row = conn.execute(_FIND_CODE, {"service_id": service_id, "code": code}).one_or_none()
             if row is None:
                 return CheckResult(CheckAnswer.CODE_NOT_FOUND, service_id)
             state = code_state(row)
@@ -352,32 +410,15 @@ class CodeChecker:
             if redemption.outcome is not CheckOutcome.OK:
                 return self._expired(service_id, row.id, state)
             used = redemption.state
-            statement = (
-                update(AccessCode)
-                .where(AccessCode.id == row.id)
-                .values(
-                    uses_count=AccessCode.uses_count + 1,
-                    first_used_at=func.coalesce(AccessCode.first_used_at, now),
-                )
-                .returning(AccessCode.uses_left)
-            )
+            params: dict[str, Any] = {"code_id": row.id, "now": now}
             if state.kind is CodeKind.USES:
-                # The guard that makes concurrent checks of a one-use code give one CODE_OK;
-                # the status is computed from the row as it is, not as it was read.
-                statement = statement.where(AccessCode.uses_left > 0).values(
-                    uses_left=AccessCode.uses_left - 1,
-                    status=case(
-                        (AccessCode.uses_left <= 1, rules_.CodeStatus.USED.value),
-                        else_=AccessCode.status,
-                    ),
-                )
+                statement = _USE_COUNTED
             elif state.kind is CodeKind.PERIOD_FROM_FIRST_USE and state.first_used_at is None:
-                # Only the first use starts the period; a concurrent first use makes this
-                # UPDATE match nothing, and the loop reads the period that one started.
-                statement = statement.where(AccessCode.first_used_at.is_(None)).values(
-                    valid_until=used.valid_until
-                )
-            updated = (await conn.execute(statement)).one_or_none()
+                statement = _USE_FIRST
+                params["valid_until"] = used.valid_until
+            else:
+                statement = _USE
+            updated = conn.execute(statement, params).one_or_none()
             if updated is not None:
                 return CheckResult(
                     CheckAnswer.CODE_OK,
@@ -398,12 +439,51 @@ class CodeChecker:
         )
 
 
-class _NoLock:
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(self, *_: object) -> None:
-        return None
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-_NO_LOCK: Final = _NoLock()
+class SqliteThread:
+    """A synchronous SQLAlchemy engine on the same SQLite file, used from one thread only.
+
+    Its connections get the settings store/db.py gives the async engine's: WAL, NORMAL
+    synchronisation, a busy timeout for writers of other processes, foreign keys, and
+    ``BEGIN IMMEDIATE``.
+    """
+
+    def __init__(self, url: URL) -> None:
+        self.engine = create_engine(url.set(drivername="sqlite"), poolclass=SingletonThreadPool)
+        event.listen(self.engine, "connect", _sqlite_connect)
+        event.listen(self.engine, "begin", _sqlite_begin)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="code-checks")
+
+    async def run(
+        self, work: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
+        def transaction() -> R:
+            with self.engine.begin() as conn:
+                return work(conn, *args, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
+
+    async def aclose(self) -> None:
+        # The connection belongs to the thread: it is closed there.
+        await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.dispose)
+        self._executor.shutdown(wait=True)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
+    dbapi_connection.isolation_level = None  # BEGIN is ours (below)
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=NORMAL",
+        "PRAGMA busy_timeout=30000",
+        "PRAGMA foreign_keys=ON",
+    ):
+        cursor.execute(pragma)
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
