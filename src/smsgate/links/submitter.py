@@ -30,7 +30,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any, Final, cast
 
@@ -285,42 +285,41 @@ class Submitter:
             await asyncio.sleep(wait)
 
     def _on_response(self, flight: _Flight, part_no: int, future: asyncio.Future[Any]) -> None:
-        now = self._clock.now()
         flight.waiting -= 1
         if not future.cancelled() and future.exception() is None:
             # The common case first: accepted.
             response: SubmitSmResp = future.result()
             if response.command_status == S.ESME_ROK:
                 message_id = canonical_submit_id(response.message_id, self._id_format)
-                flight.parts[part_no] = PartOutcome(part_no, "submitted", message_id, "", now)
+                flight.parts[part_no] = PartOutcome(part_no, "submitted", message_id, "")
                 flight.accepted += 1
             else:
-                self._on_status(flight, part_no, response.command_status, now)
+                self._on_status(flight, part_no, response.command_status)
         elif future.cancelled():
-            flight.parts[part_no] = PartOutcome(part_no, "unknown", "", "cancelled", now)
+            flight.parts[part_no] = PartOutcome(part_no, "unknown", "", "cancelled")
         else:
             error = future.exception()
             if isinstance(error, GenericNackReceived):
-                self._on_status(flight, part_no, error.command_status, now)
+                self._on_status(flight, part_no, error.command_status)
             elif isinstance(error, ResponseTimeout):
-                flight.parts[part_no] = PartOutcome(part_no, "unknown", "", "no response", now)
+                flight.parts[part_no] = PartOutcome(part_no, "unknown", "", "no response")
             elif isinstance(error, ConnectionLost):
-                flight.parts[part_no] = PartOutcome(part_no, "unknown", "", "connection lost", now)
+                flight.parts[part_no] = PartOutcome(part_no, "unknown", "", "connection lost")
             else:
                 # A response that could not be read: the SMSC may have taken the part.
                 reason = "bad response" if isinstance(error, SmppError) else "error"
                 log.warning("%s: submit_sm answered badly: %s", self.settings.operator_id, error)
-                flight.parts[part_no] = PartOutcome(part_no, "unknown", "", reason, now)
+                flight.parts[part_no] = PartOutcome(part_no, "unknown", "", reason)
         if flight.waiting == 0 and not flight.sending:
             self._finish(flight)
 
-    def _on_status(self, flight: _Flight, part_no: int, status: int, now: datetime) -> None:
+    def _on_status(self, flight: _Flight, part_no: int, status: int) -> None:
         """A refusal (any status but ESME_ROK)."""
         if status in TEMPORARY:
             flight.temporary = status
             self.bucket.slow_down(self._monotonic())
         else:
-            flight.parts[part_no] = PartOutcome(part_no, "failed", "", status_name(status), now)
+            flight.parts[part_no] = PartOutcome(part_no, "failed", "", status_name(status))
 
     # --- outcomes -------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Final, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from smsgate.domain.clock import Clock
 from smsgate.links.state import LinkState
@@ -58,7 +58,6 @@ class PartOutcome:
     status: str  # submitted | failed | unknown
     message_id: str
     error: str
-    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,47 +139,42 @@ class ResultWriter:
                     await asyncio.sleep(0.1 * 2**attempt)
 
     async def _write(self, batch: list[MtOutcome]) -> None:
+        # submitted_at is when the outcome is written, within GATHER_SECONDS of the response.
         now = self._clock.now()
-        part_rows: list[dict[str, Any]] = []
+        op = self._operator_id
+        parts: list[_PartRow] = []
         submitted: list[int] = []
         finals: list[dict[str, Any]] = []
         requeued: list[dict[str, Any]] = []
         retried: list[int] = []
+        message_ids: list[str] = []
         for outcome in batch:
+            mt_id = outcome.mt_id
             if outcome.retried:
-                retried.append(outcome.mt_id)
+                retried.append(mt_id)
             for part_no in outcome.waiting_parts:
-                part_rows.append(
-                    {
-                        "mt_id": outcome.mt_id,
-                        "part_no": part_no,
-                        "operator_id": self._operator_id,
-                        "operator_message_id": None,
-                        "status": "queued",
-                        "error_code": "",
-                        "submitted_at": None,
-                        "done_at": None,
-                    }
-                )
+                parts.append((mt_id, part_no, op, None, "queued", "", False))
             for part in outcome.parts:
-                part_rows.append(
-                    {
-                        "mt_id": outcome.mt_id,
-                        "part_no": part.part_no,
-                        "operator_id": self._operator_id,
-                        "operator_message_id": part.message_id or None,
-                        "status": part.status,
-                        "error_code": part.error[:32],
-                        "submitted_at": part.at,
-                        "done_at": part.at if part.status == "failed" else None,
-                    }
+                status = part.status
+                if status == "submitted" and part.message_id:
+                    message_ids.append(part.message_id)
+                parts.append(
+                    (
+                        mt_id,
+                        part.part_no,
+                        op,
+                        part.message_id or None,
+                        status,
+                        part.error[:32],
+                        True,
+                    )
                 )
             if outcome.status == "submitted":
-                submitted.append(outcome.mt_id)
+                submitted.append(mt_id)
             elif outcome.status == "queued":
                 requeued.append(
                     {
-                        "b_id": outcome.mt_id,
+                        "b_id": mt_id,
                         "b_error": outcome.error[:32],
                         "b_now": now,
                         "b_next": outcome.next_attempt_at or now,
@@ -189,15 +183,12 @@ class ResultWriter:
             else:
                 finals.append(
                     {
-                        "b_id": outcome.mt_id,
+                        "b_id": mt_id,
                         "b_status": outcome.status,
                         "b_error": outcome.error[:32],
                         "b_now": now,
                     }
                 )
-        message_ids = [
-            row["operator_message_id"] for row in part_rows if row["status"] == "submitted"
-        ]
         async with self._lock, self._sessions() as session, session.begin():
             # Core statements on the connection: the ORM's bulk paths cost more than the
             # database does at thousands of rows a second.
@@ -207,8 +198,8 @@ class ResultWriter:
                 await connection.execute(
                     delete(_PARTS).where(_PARTS.c.mt_id.in_(chunk), _PARTS.c.status == "submitting")
                 )
-            if part_rows:
-                await connection.execute(insert(_PARTS), part_rows)
+            if parts:
+                await _insert_parts(connection, parts, now)
             for chunk in _chunks(submitted):
                 await connection.execute(
                     update(_MT)
@@ -219,7 +210,7 @@ class ResultWriter:
                 await connection.execute(_FINAL_UPDATE, finals)
             if requeued:
                 await connection.execute(_REQUEUE_UPDATE, requeued)
-            await self._apply_early_receipts(session, [m for m in message_ids if m], now)
+            await self._apply_early_receipts(session, message_ids, now)
 
     async def _apply_early_receipts(
         self, session: AsyncSession, message_ids: list[str], now: datetime
@@ -248,6 +239,54 @@ class ResultWriter:
         for part in list(parts):
             assert part.operator_message_id is not None
             await attach_operator_message_id(session, part, part.operator_message_id, now=now)
+
+
+# mt_id, part_no, operator_id, operator_message_id, status, error_code, sent (has submitted_at)
+_PartRow = tuple[int, int, str, str | None, str, str, bool]
+_INSERT_PARTS_SQLITE: Final = (
+    "INSERT INTO mt_parts (mt_id, part_no, operator_id, operator_message_id, status, "
+    "error_code, submitted_at, done_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def _insert_parts(connection: AsyncConnection, parts: list[_PartRow], now: datetime) -> None:
+    """Insert part rows. On SQLite through the driver: SQLAlchemy's per-row parameter
+    processing (a datetime formatted per row) costs more than SQLite's insert."""
+    dialect = connection.dialect
+    if dialect.name == "sqlite":
+        stamp = _PARTS.c.submitted_at.type.bind_processor(dialect)
+        at = stamp(now) if stamp else now
+        rows = [
+            (
+                mt_id,
+                part_no,
+                op,
+                message_id,
+                status,
+                error,
+                at if sent else None,
+                at if status == "failed" else None,
+            )
+            for mt_id, part_no, op, message_id, status, error, sent in parts
+        ]
+        await connection.exec_driver_sql(_INSERT_PARTS_SQLITE, rows)
+        return
+    await connection.execute(
+        insert(_PARTS),
+        [
+            {
+                "mt_id": mt_id,
+                "part_no": part_no,
+                "operator_id": op,
+                "operator_message_id": message_id,
+                "status": status,
+                "error_code": error,
+                "submitted_at": now if sent else None,
+                "done_at": now if status == "failed" else None,
+            }
+            for mt_id, part_no, op, message_id, status, error, sent in parts
+        ],
+    )
 
 
 def _chunks(items: list[Any]) -> list[list[Any]]:

@@ -39,6 +39,8 @@ async def test_a_gsm7_message_is_submitted_and_delivered(
         (part,) = await parts_of(runtime, mt_id)
         assert part.status == "delivered"
         assert part.operator_message_id
+        assert part.submitted_at is not None and part.submitted_at.tzinfo is not None
+        assert abs((part.submitted_at - runtime.clock.now()).total_seconds()) < 30
         assert link.link.state.submitted == 1
         assert link.link.state.receipts_received == 1
     finally:
