@@ -98,6 +98,7 @@ class OperatorLink:
             self.state,
             write_lock,
             on_committed=runtime.wake_links,
+            on_unmatched=self.submitter.writer.receipt_unmatched,
         )
         self._backoff = RetryPolicy(
             base_seconds=settings.reconnect_min_seconds,

@@ -86,6 +86,7 @@ class Receiver:
         state: LinkState,
         write_lock: asyncio.Lock,
         on_committed: Callable[[], None] = lambda: None,
+        on_unmatched: Callable[[str], None] = lambda message_id: None,
     ) -> None:
         self.settings = settings
         self._sessions = sessions
@@ -94,6 +95,7 @@ class Receiver:
         self._state = state
         self._lock = write_lock
         self._on_committed = on_committed
+        self._on_unmatched = on_unmatched
         self._queue: list[_Item] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -237,7 +239,7 @@ class Receiver:
         if receipt is None:
             problem = ("receipt", f"unreadable receipt from {pdu.source_addr!r}")
             return _Result(S.ESME_ROK, "receipt_unreadable", error=problem)
-        await receive_receipt(
+        outcome = await receive_receipt(
             session,
             IncomingReceipt(
                 operator_id=op,
@@ -248,6 +250,8 @@ class Receiver:
             ),
             now=now,
         )
+        if not outcome.matched:
+            self._on_unmatched(receipt.message_id)
         return _Result(S.ESME_ROK, "receipt")
 
     async def _confirm(self, session: SmppSession, guard_ids: list[int]) -> None:

@@ -25,6 +25,7 @@ from smsgate.store.models import DeliveryReport, MtMessage, MtPart
 log = logging.getLogger(__name__)
 
 MAX_BATCH: Final = 2000
+MAX_EARLY_RECEIPTS: Final = 100_000
 GATHER_SECONDS: Final = 0.01
 _CHUNK: Final = 500  # ids per IN (...) list
 _WRITE_ATTEMPTS: Final = 5
@@ -90,7 +91,18 @@ class ResultWriter:
         self._buffer: list[MtOutcome] = []
         self._task: asyncio.Task[None] | None = None
         self._flushing = False
+        # Ids of receipts stored before their part was known (reported by the receiver under
+        # the lock), oldest first. A receipt stored before a restart cannot be waiting: its
+        # part was either written before the restart, or its MT became unknown.
+        self._early_receipts: dict[str, None] = {}
         self.batches = 0  # transactions written, for tests and benchmarks
+
+    def receipt_unmatched(self, message_id: str) -> None:
+        """The receiver stored a receipt for a part not yet known (called under the lock)."""
+        self._early_receipts[message_id] = None
+        if len(self._early_receipts) > MAX_EARLY_RECEIPTS:
+            # Receipts of messages we never sent (or whose outcome is unknown) never match.
+            del self._early_receipts[next(iter(self._early_receipts))]
 
     @property
     def pending(self) -> int:
@@ -210,7 +222,11 @@ class ResultWriter:
                 await connection.execute(_FINAL_UPDATE, finals)
             if requeued:
                 await connection.execute(_REQUEUE_UPDATE, requeued)
-            await self._apply_early_receipts(session, message_ids, now)
+            waiting = [m for m in message_ids if m in self._early_receipts]
+            if waiting:
+                await self._apply_early_receipts(session, waiting, now)
+        for message_id in waiting:
+            self._early_receipts.pop(message_id, None)
 
     async def _apply_early_receipts(
         self, session: AsyncSession, message_ids: list[str], now: datetime
