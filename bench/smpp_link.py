@@ -38,7 +38,6 @@ from sqlalchemy import func, insert, select
 
 from smsgate.config import Settings
 from smsgate.links.link import OperatorLink
-from smsgate.links.manager import tune_interpreter
 from smsgate.links.settings import link_settings
 from smsgate.runtime import Runtime
 from smsgate.smpp import BindTransceiver, SessionConfig, SubmitSm, connect
@@ -271,7 +270,6 @@ async def run_link(
         window=window,
         settings={"dlr_request": dlr},
     )
-    tune_interpreter(engine)  # as LinkManager does under `smsgate serve`
     link = OperatorLink(settings, runtime)
     profile = cProfile.Profile() if PROFILE else None
     try:

@@ -13,13 +13,11 @@ import asyncio
 import contextlib
 import logging
 import random
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsgate.links.link import OperatorLink
 from smsgate.links.ownership import Ownership, ownership_for
@@ -32,17 +30,6 @@ log = logging.getLogger(__name__)
 
 REFRESH_SECONDS: Final = 5.0
 STOP_GRACE_SECONDS: Final = 15.0
-# With SQLite, every statement runs in aiosqlite's thread, and the event loop thread waits
-# for the GIL whenever that thread holds it: up to the switch interval (5 ms by default) on
-# each socket write and each hand-over. At thousands of submit_sm a second that wait, not
-# the CPU, limits a link (docs/benchmarks.md); a shorter interval trades a little CPU for it.
-SQLITE_SWITCH_INTERVAL: Final = 0.0005
-
-
-def tune_interpreter(engine: AsyncEngine) -> None:
-    """Shorten the GIL switch interval when the database is SQLite (see above)."""
-    if engine.url.get_backend_name() == "sqlite":
-        sys.setswitchinterval(min(sys.getswitchinterval(), SQLITE_SWITCH_INTERVAL))
 
 
 @dataclass
@@ -103,7 +90,6 @@ class LinkManager:
         self._stopping.set()
 
     async def run(self) -> None:
-        tune_interpreter(self._runtime.engine)
         ownership = self._ownership or ownership_for(self._runtime.engine)
         self._ownership = ownership
         try:
