@@ -33,25 +33,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from prometheus_client import Counter
-from sqlalchemy import select
+from sqlalchemy import Table, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smsgate.domain.errors import InvalidMsisdn, InvalidPattern, TextError
-from smsgate.domain.msisdn import normalize_msisdn
+from smsgate.domain.msisdn import Msisdn, normalize_msisdn
 from smsgate.domain.patterns import PatternSet, compile_patterns
 from smsgate.domain.service_settings import BulkSettings
 from smsgate.domain.text import choose_encoding, count_parts
 from smsgate.metrics import REGISTRY
 from smsgate.services import quotas
-from smsgate.services.mt import queue_mt
-from smsgate.services.optouts import is_opted_out
 from smsgate.services.routes import choose_operator
 from smsgate.store.ledger import InsufficientFunds, charge_merchant
-from smsgate.store.models import Merchant, MtMessage, Service
+from smsgate.store.models import Merchant, MtMessage, OptOut, Service
 
 __all__ = [
     "MT_COST_KIND",
@@ -183,9 +181,21 @@ SendResult = Accepted | Refused
 
 @dataclass(frozen=True, slots=True)
 class _Context:
-    service: Service
-    merchant: Merchant
+    """What the checks need of the service and its merchant, read in one statement."""
+
+    service_id: int
+    merchant_id: int
+    currency: str
+    timezone: str
+    price_per_part_minor: int
     settings: BulkSettings
+    opted_out: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Text:
+    encoding: str
+    parts: int
 
 
 async def accept(session: AsyncSession, request: BulkRequest, *, now: datetime) -> SendResult:
@@ -193,33 +203,41 @@ async def accept(session: AsyncSession, request: BulkRequest, *, now: datetime) 
 
     On ``Refused`` the caller must roll back (the writes of steps 8-10 may have happened).
     """
-    found = await _load(session, request)
-    if isinstance(found, Refused):
-        return found
-    service, merchant, settings = found.service, found.merchant, found.settings
+    # The pure checks run first, but their answers wait for their turn in the order above.
+    number: Msisdn | InvalidMsisdn
     try:
-        msisdn = normalize_msisdn(request.msisdn)
+        number = normalize_msisdn(request.msisdn)
     except InvalidMsisdn as error:
-        return Refused(Refusal.INVALID_MSISDN, str(error))
-    if request.idempotency_key is not None:
-        earlier = await _by_idempotency_key(session, service.id, request.idempotency_key)
-        if earlier is not None:
-            return earlier
-    if await is_opted_out(session, service.id, msisdn.digits):
-        OPT_OUT_REFUSALS.labels(str(service.id)).inc()
-        return Refused(Refusal.OPTED_OUT, "The recipient opted out of this service.")
-    route = await choose_operator(session, msisdn.region)
-    if route is None:
-        return Refused(Refusal.NO_ROUTE, f"No operator route reaches {msisdn.region or 'it'}.")
+        number = error
+    text: _Text | TextError
     try:
         encoding = choose_encoding(request.text)
-        parts = count_parts(request.text, encoding=encoding)
+        text = _Text(encoding.value, count_parts(request.text, encoding=encoding))
     except TextError as error:
-        return Refused(Refusal.INVALID_INPUT, str(error))
-    if parts > settings.max_parts:
+        text = error
+
+    found = await _load(session, request, number.digits if isinstance(number, Msisdn) else None)
+    if isinstance(found, Refused):
+        return found
+    settings = found.settings
+    if isinstance(number, InvalidMsisdn):
+        return Refused(Refusal.INVALID_MSISDN, str(number))
+    if request.idempotency_key is not None:
+        earlier = await _by_idempotency_key(session, found.service_id, request.idempotency_key)
+        if earlier is not None:
+            return earlier
+    if found.opted_out:
+        OPT_OUT_REFUSALS.labels(str(found.service_id)).inc()
+        return Refused(Refusal.OPTED_OUT, "The recipient opted out of this service.")
+    route = await choose_operator(session, number.region)
+    if route is None:
+        return Refused(Refusal.NO_ROUTE, f"No operator route reaches {number.region or 'it'}.")
+    if isinstance(text, TextError):
+        return Refused(Refusal.INVALID_INPUT, str(text))
+    if text.parts > settings.max_parts:
         return Refused(
             Refusal.TOO_LONG,
-            f"The text needs {parts} parts ({encoding.value}); the service allows "
+            f"The text needs {text.parts} parts ({text.encoding}); the service allows "
             f"{settings.max_parts}.",
         )
     if settings.patterns and not text_matches(settings.patterns, request.text):
@@ -228,30 +246,30 @@ async def accept(session: AsyncSession, request: BulkRequest, *, now: datetime) 
     limits = quotas.Limits(settings.limit_day, settings.limit_week, settings.limit_month)
     refused = await quotas.consume(
         session,
-        service_id=service.id,
-        parts=parts,
+        service_id=found.service_id,
+        parts=text.parts,
         limits=limits,
         now=now,
-        timezone=merchant.timezone,
+        timezone=found.timezone,
     )
     if refused is not None:
         period = refused.hit.name.lower()
         return Refused(
             _LIMITS[refused.hit],
-            f"The service's {period} limit ({parts} part(s) asked) is reached.",
+            f"The service's {period} limit ({text.parts} part(s) asked) is reached.",
             refused.retry_at,
         )
-    scope = msisdn.digits if settings.min_interval_scope == "recipient" else quotas.SERVICE_SCOPE
+    scope = number.digits if settings.min_interval_scope == "recipient" else quotas.SERVICE_SCOPE
     if not await quotas.claim_send_slot(
         session,
-        service_id=service.id,
+        service_id=found.service_id,
         scope=scope,
         min_interval_seconds=settings.min_interval_seconds,
         now=now,
     ):
         retry_at = await quotas.next_send_at(
             session,
-            service_id=service.id,
+            service_id=found.service_id,
             scope=scope,
             min_interval_seconds=settings.min_interval_seconds,
         )
@@ -260,47 +278,105 @@ async def accept(session: AsyncSession, request: BulkRequest, *, now: datetime) 
             f"Less than {settings.min_interval_seconds} s since the last message.",
             retry_at,
         )
-    price = int(service.settings.get("price_per_part_minor") or 0)
-    cost = price * parts
-    mt = await queue_mt(
+    cost = found.price_per_part_minor * text.parts
+    mt_id = await _insert_mt(
         session,
+        found,
+        request,
+        msisdn=number.digits,
         operator_id=route.operator_id,
-        msisdn=msisdn.digits,
-        sender=settings.sender,
-        text=request.text,
+        text=text,
+        cost=cost,
         now=now,
-        merchant_id=merchant.id,
-        service_id=service.id,
-        cost_minor=cost,
-        currency=merchant.currency,
-        idempotency_key=request.idempotency_key,
-        details={"via": request.via, "client_ip": request.client_ip, **request.details},
     )
     if cost > 0:
         try:
             await charge_merchant(
                 session,
-                merchant_id=merchant.id,
+                merchant_id=found.merchant_id,
                 amount_minor=cost,
-                currency=merchant.currency,
+                currency=found.currency,
                 kind=MT_COST_KIND,
-                ref=f"mt:{mt.id}",
+                ref=f"mt:{mt_id}",
                 now=now,
-                memo=f"{parts} part(s) to {msisdn.digits}",
+                memo=f"{text.parts} part(s) to {number.digits}",
             )
         except InsufficientFunds:
             return Refused(
                 Refusal.NO_FUNDS, "The merchant's balance and credit do not cover the message."
             )
     return Accepted(
-        mt.id, msisdn.digits, parts, encoding.value, cost, merchant.currency, route.operator_id
+        mt_id, number.digits, text.parts, text.encoding, cost, found.currency, route.operator_id
     )
 
 
-async def _load(session: AsyncSession, request: BulkRequest) -> _Context | Refused:
+_MT: Final = cast(Table, MtMessage.__table__)
+
+
+async def _insert_mt(
+    session: AsyncSession,
+    found: _Context,
+    request: BulkRequest,
+    *,
+    msisdn: str,
+    operator_id: str,
+    text: _Text,
+    cost: int,
+    now: datetime,
+) -> int:
+    """The MT row in status ``queued``: the operator link's outbox entry (services/mt.py
+    writes the same row for replies; a Core statement here, as this is the hot path)."""
+    inserted = await session.execute(
+        insert(_MT)
+        .values(
+            merchant_id=found.merchant_id,
+            service_id=found.service_id,
+            mo_id=None,
+            operator_id=operator_id,
+            msisdn=msisdn,
+            sender=found.settings.sender,
+            text=request.text,
+            encoding=text.encoding,
+            parts=text.parts,
+            status="queued",
+            error_code="",
+            cost_minor=cost,
+            currency=found.currency,
+            idempotency_key=request.idempotency_key,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+            details={"via": request.via, "client_ip": request.client_ip, **request.details},
+        )
+        .returning(_MT.c.id)
+    )
+    return int(inserted.scalar_one())
+
+
+async def _load(
+    session: AsyncSession, request: BulkRequest, msisdn: str | None
+) -> _Context | Refused:
+    opted_out = (
+        select(OptOut.msisdn)
+        .where(OptOut.service_id == Service.id, OptOut.msisdn == msisdn)
+        .exists()
+        if msisdn is not None
+        else literal(False)
+    )
     row = (
         await session.execute(
-            select(Service, Merchant)
+            select(
+                Service.type,
+                Service.merchant_id,
+                Service.status,
+                Service.ip_allowlist,
+                Service.settings,
+                Merchant.status.label("merchant_status"),
+                Merchant.currency,
+                Merchant.timezone,
+                opted_out.label("opted_out"),
+            )
             .join(Merchant, Merchant.id == Service.merchant_id)
             .where(Service.id == request.service_id)
         )
@@ -309,21 +385,28 @@ async def _load(session: AsyncSession, request: BulkRequest) -> _Context | Refus
     # same answer: nothing tells a caller which service ids exist.
     if (
         row is None
-        or row.Service.type != "bulk"
-        or (request.user_id is not None and row.Service.merchant_id != request.user_id)
+        or row.type != "bulk"
+        or (request.user_id is not None and row.merchant_id != request.user_id)
     ):
         return Refused(Refusal.UNKNOWN_SERVICE, "No such bulk service for this merchant.")
-    service, merchant = row.Service, row.Merchant
-    if request.check_ip and not ip_allowed(request.client_ip, service.ip_allowlist):
+    if request.check_ip and not ip_allowed(request.client_ip, row.ip_allowlist):
         return Refused(Refusal.IP_NOT_ALLOWED, "This address may not send for the service.")
-    if service.status != "active" or merchant.status != "active":
+    if row.status != "active" or row.merchant_status != "active":
         return Refused(Refusal.SERVICE_DISABLED, "The service is disabled.")
     try:
-        settings = BulkSettings.from_stored(service.settings)
+        settings = BulkSettings.from_stored(row.settings)
     except ValueError:
         # Settings that no longer validate (edited by hand): the service cannot run.
         return Refused(Refusal.SERVICE_DISABLED, "The service's settings are invalid.")
-    return _Context(service, merchant, settings)
+    return _Context(
+        service_id=request.service_id,
+        merchant_id=row.merchant_id,
+        currency=row.currency,
+        timezone=row.timezone,
+        price_per_part_minor=int(row.settings.get("price_per_part_minor") or 0),
+        settings=settings,
+        opted_out=bool(row.opted_out),
+    )
 
 
 async def _by_idempotency_key(session: AsyncSession, service_id: int, key: str) -> Accepted | None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from sqlalchemy import ColumnElement, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.store.models import Operator, Route
@@ -75,32 +75,29 @@ def _best(rows: Iterable[RouteRow]) -> RouteRow | None:
 
 
 async def choose_operator(session: AsyncSession, country: str | None) -> RouteChoice | None:
-    """The link for a recipient in ``country`` (None: unknown country, default route only)."""
+    """The link for a recipient in ``country`` (None: unknown country, default route only).
+
+    One statement: the enabled operators with their routes for ``country`` or the default
+    route, and those whose own country is ``country``.
+    """
     wanted: ColumnElement[bool] = Route.country.is_(None)
     if country:
         wanted = or_(wanted, Route.country == country)
-    routes = [
-        RouteRow(row.country, row.operator_id, row.priority)
-        for row in (
-            await session.execute(
-                select(Route.country, Route.operator_id, Route.priority)
-                .join(Operator, Operator.id == Route.operator_id)
-                .where(Operator.enabled.is_(True), wanted)
-            )
-        ).all()
-    ]
+    candidates = (
+        select(Operator.id, Operator.country, Route.country.label("route_country"), Route.priority)
+        .outerjoin(Route, and_(Route.operator_id == Operator.id, wanted))
+        .where(Operator.enabled.is_(True))
+    )
+    if country:
+        candidates = candidates.where(or_(Route.id.is_not(None), Operator.country == country))
+    else:
+        candidates = candidates.where(Route.id.is_not(None))
+    routes: list[RouteRow] = []
     operators: list[tuple[str, str]] = []
-    if country and not any(row.country == country for row in routes):
-        operators = [
-            (row.id, row.country)
-            for row in (
-                await session.execute(
-                    select(Operator.id, Operator.country).where(
-                        Operator.enabled.is_(True), Operator.country == country
-                    )
-                )
-            ).all()
-        ]
+    for row in (await session.execute(candidates)).all():
+        if row.priority is not None:
+            routes.append(RouteRow(row.route_country, row.id, row.priority))
+        operators.append((row.id, row.country))
     return pick_route(routes, operators, country)
 
 

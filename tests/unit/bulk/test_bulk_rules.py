@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsgate.api.bulk import _decode_pairs
@@ -131,6 +131,7 @@ def test_window_keys_in_the_merchants_zone() -> None:
     assert window_keys(instant, "Mars/Olympus") == window_keys(instant, "UTC")
 
 
+@settings(deadline=None)  # a shared, loaded machine: time per example is not the property
 @given(
     st.datetimes(
         min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)

@@ -1,0 +1,537 @@
+"""Bulk SMS throughput: how fast send_bulk.php accepts, and how fast messages make the whole
+round trip.
+
+Two parts, each on a fresh database (a SQLite file, or a PostgreSQL database on
+127.0.0.1:5432) provisioned with one merchant and one bulk service without limits:
+
+``accept``
+    ``smsgate serve --no-worker --no-links`` in a subprocess; wrk drives
+    ``GET /users/send_bulk.php`` (a random recipient per request) for ``--duration`` seconds.
+    Reports requests per second, p50/p99 latency, the gateway's CPU per request, and checks
+    that every request left exactly one queued MT (every answer was MSG_OK).
+
+``e2e``
+    ``smsgate simulator`` and ``smsgate serve`` (API, worker, operator link) in subprocesses,
+    the merchant's DLR script in this process. wrk drives send_bulk.php for ``--duration``
+    seconds; each accepted message is submitted over SMPP to the simulator, which sends its
+    receipt back; the gateway turns each receipt into a signed callback to the DLR script.
+    The end-to-end rate is the messages whose final callback arrived, divided by the time from
+    the first request to the last callback (the backlog is drained, up to ``--drain``
+    seconds). When it misses ``--target`` the CPU time of each process is printed (where the
+    time goes); ``--profile`` also runs the gateway under cProfile and prints its top
+    functions.
+
+    python bench/bulk.py                                   # both parts, both databases, 60 s
+    python bench/bulk.py --backends sqlite --parts accept --duration 10
+
+Needs wrk (Debian: ``apt-get install -y wrk``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import pstats
+import re
+import resource
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import httpx2
+import psutil
+from sqlalchemy import func, select
+
+from smsgate.domain.provisioning import parse_toml
+from smsgate.services.provisioning import apply
+from smsgate.store.db import make_engine, make_sessionmaker
+from smsgate.store.migrate import upgrade
+from smsgate.store.models import MtMessage, WebhookEvent
+
+PG_DSN = os.environ.get("SMSGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+SERVICE_ID = 201
+OPERATOR = "sim-bg"
+TEXT = "Your invoice 2026-03 is ready: 42.50 BGN"
+
+PROVISIONING = """
+[[operators]]
+id = "sim-bg"
+country = "BG"
+kind = "smpp"
+host = "127.0.0.1"
+port = {smpp_port}
+system_id = "smsgate"
+password = "secret"
+tps = 100000
+window = {window}
+
+[[merchants]]
+id = 1
+login = "bench"
+password = "bench-password"
+currency = "BGN"
+credit = "10000000.00"
+
+[[services]]
+id = 201
+merchant = 1
+type = "bulk"
+sender = "SHOP"
+price_per_part = "0.01"
+{dlr}
+"""
+
+SIMULATOR_CONFIG = """
+[[operators]]
+id = "sim-bg"
+country = "BG"
+kind = "smpp"
+host = "127.0.0.1"
+port = 1
+system_id = "smsgate"
+password = "secret"
+"""
+
+# A random Bulgarian mobile number per request.
+WRK_SCRIPT = """
+local counter = 0
+setup = function(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+init = function(args)
+  math.randomseed(os.time() * 100 + (id or 0))
+end
+request = function()
+  return wrk.format("GET", wrk.path .. string.format("35988%07d", math.random(0, 9999999)))
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "seconds": %f, "p50_us": %d, "p99_us": %d, '
+    .. '"errors": %d, "non2xx": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"""
+
+
+@dataclass(frozen=True)
+class WrkRun:
+    requests: int
+    seconds: float
+    p50_us: int
+    p99_us: int
+    errors: int
+    non2xx: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def require_wrk() -> str:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        sys.exit("wrk is not installed. On Debian/Ubuntu: apt-get install -y wrk")
+    return wrk
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def postgres_cpu() -> float:
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        if (process.info.get("name") or "").startswith("postgres"):
+            total += cpu_seconds(process)
+    return total
+
+
+# --- the merchant's DLR script ---------------------------------------------------------------
+
+
+@dataclass
+class DlrScript:
+    """A keep-alive HTTP/1.1 server that answers 200 to every callback and counts the
+    message-level final ones (one per message)."""
+
+    callbacks: int = 0
+    finals: set[int] = field(default_factory=set)
+    last_at: float = 0.0
+    port: int = 0
+    _server: asyncio.Server | None = None
+
+    FINAL = (b"delivered", b"undelivered", b"expired", b"rejected", b"failed")
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/dlr"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:].strip())
+                body = await reader.readexactly(length) if length else b""
+                self._count(body or head.split(b" ", 2)[1].partition(b"?")[2])
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK")
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            writer.close()
+
+    def _count(self, form: bytes) -> None:
+        self.callbacks += 1
+        self.last_at = time.perf_counter()
+        if b"scope=message" not in form:
+            return
+        status = re.search(rb"(?:^|&)status=([a-z]+)", form)
+        ident = re.search(rb"(?:^|&)id=([0-9]+)", form)
+        if status and ident and status.group(1) in self.FINAL:
+            self.finals.add(int(ident.group(1)))
+
+
+# --- databases and processes -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def database(backend: str, workdir: Path, label: str) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite+aiosqlite:///{workdir / label}.db"
+        return
+    name = f"smsgate_bench_bulk_{os.getpid()}_{label}"
+    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+asyncpg://{PG_DSN.removeprefix('postgresql://')}/{name}"
+    finally:
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def _pg_admin(statement: str) -> None:
+    conn = await asyncpg.connect(f"{PG_DSN}/postgres")
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+async def provision(url: str, *, smpp_port: int, window: int, dlr_url: str | None) -> None:
+    await upgrade(url)
+    text = PROVISIONING.format(
+        smpp_port=smpp_port, window=window, dlr=f'dlr_url = "{dlr_url}"' if dlr_url else ""
+    )
+    engine = make_engine(url)
+    try:
+        await apply(make_sessionmaker(engine), parse_toml(text), actor="bench", now=_now())
+    finally:
+        await engine.dispose()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextlib.asynccontextmanager
+async def process(
+    args: list[str], env: dict[str, str], ready: str, name: str
+) -> AsyncIterator[psutil.Process]:
+    """Start a subprocess and wait (bounded) until ``ready`` (a URL) answers."""
+    child = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 60
+        async with httpx2.AsyncClient(timeout=1) as client:
+            while True:
+                if child.returncode is not None:
+                    error = await child.stderr.read() if child.stderr else b""
+                    raise RuntimeError(f"{name} exited: {error.decode()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{name} did not start in 60 s")
+                with contextlib.suppress(httpx2.TransportError):
+                    if (await client.get(ready)).status_code < 500:
+                        break
+                await asyncio.sleep(0.1)
+        yield psutil.Process(child.pid)
+    finally:
+        if child.returncode is None:
+            child.terminate()
+            try:
+                async with asyncio.timeout(60):
+                    await child.wait()
+            except TimeoutError:
+                child.kill()
+                await child.wait()
+
+
+def gateway_args(components: list[str], profile: Path | None) -> list[str]:
+    prefix = [sys.executable]
+    if profile is not None:
+        prefix += ["-m", "cProfile", "-o", str(profile)]
+    return [*prefix, "-m", "smsgate", "serve", *components]
+
+
+def gateway_env(url: str, port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        SMSGATE_DATABASE_URL=url,
+        SMSGATE_HTTP_PORT=str(port),
+        SMSGATE_LOG_LEVEL="WARNING",
+        SMSGATE_WEBHOOK_ALLOW_PRIVATE="true",
+    )
+    return env
+
+
+async def wrk(binary: str, url: str, script: Path, args: argparse.Namespace) -> WrkRun:
+    command = [
+        binary,
+        f"-t{args.threads}",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        url,
+    ]
+    child = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await child.communicate()
+    match = re.search(r"^RESULT (\{.*\})$", out.decode(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out.decode()}\n{err.decode()}")
+    return WrkRun(**json.loads(match.group(1)))
+
+
+async def count_mts(url: str) -> dict[str, int]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(MtMessage.status, func.count()).group_by(MtMessage.status)
+            )
+            return {status: int(n) for status, n in rows}
+    finally:
+        await engine.dispose()
+
+
+async def count_events(url: str) -> dict[str, int]:
+    engine = make_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                select(WebhookEvent.status, func.count()).group_by(WebhookEvent.status)
+            )
+            return {status: int(n) for status, n in rows}
+    finally:
+        await engine.dispose()
+
+
+def send_path(port: int) -> str:
+    return (
+        f"http://127.0.0.1:{port}/users/send_bulk.php?user_id=1&service_id={SERVICE_ID}"
+        f"&text={TEXT.replace(' ', '%20').replace(':', '%3A')}&msisdn="
+    )
+
+
+# --- the two parts ----------------------------------------------------------------------------
+
+
+async def bench_accept(
+    backend: str, url: str, binary: str, script: Path, args: argparse.Namespace
+) -> None:
+    await provision(url, smpp_port=1, window=10, dlr_url=None)
+    port = free_port()
+    async with process(
+        gateway_args(["--no-worker", "--no-links"], None),
+        gateway_env(url, port),
+        f"http://127.0.0.1:{port}/healthz",
+        "gateway",
+    ) as gateway:
+        warm = argparse.Namespace(**{**vars(args), "duration": 2})
+        await wrk(binary, send_path(port), script, warm)
+        before_mts = sum((await count_mts(url)).values())
+        before_cpu = cpu_seconds(gateway)
+        run = await wrk(binary, send_path(port), script, args)
+        used = cpu_seconds(gateway) - before_cpu
+    stored = sum((await count_mts(url)).values()) - before_mts
+    print(f"\n== accept, {backend} ==")
+    print(
+        f"send_bulk.php  {run.rps:8,.0f} req/s   p50 {run.p50_us / 1000:6.2f} ms   "
+        f"p99 {run.p99_us / 1000:6.2f} ms   gateway CPU "
+        f"{1000 * used / max(run.requests, 1):.2f} ms/req   errors {run.errors}   "
+        f"non-2xx {run.non2xx}"
+    )
+    verdict = "every request queued one MT" if stored == run.requests else "MISMATCH"
+    print(f"requests {run.requests:,}, MTs queued {stored:,}: {verdict}")
+
+
+async def bench_e2e(
+    backend: str, url: str, binary: str, script: Path, args: argparse.Namespace, workdir: Path
+) -> None:
+    receiver = DlrScript()
+    await receiver.start()
+    config = workdir / f"sim-{backend}.toml"
+    config.write_text(SIMULATOR_CONFIG)
+    smpp_port, sim_http = free_port(), free_port()
+    await provision(url, smpp_port=smpp_port, window=args.window, dlr_url=receiver.url)
+    port = free_port()
+    profile = workdir / f"gateway-{backend}.prof" if args.profile else None
+    simulator_args = [
+        sys.executable, "-m", "smsgate", "simulator", "--config", str(config),
+        "--smpp-port", str(smpp_port), "--http-port", str(sim_http),
+        "--inbox-limit", "0", "--log-level", "WARNING",
+    ]  # fmt: skip
+    try:
+        async with (
+            process(simulator_args, dict(os.environ), f"http://127.0.0.1:{sim_http}/sim/stats",
+                    "simulator") as simulator,
+            process(gateway_args([], profile), gateway_env(url, port),
+                    f"http://127.0.0.1:{port}/healthz", "gateway") as gateway,
+        ):  # fmt: skip
+            await _wait_bound(sim_http)
+            ours = psutil.Process()
+            marks = {
+                "gateway": cpu_seconds(gateway),
+                "simulator": cpu_seconds(simulator),
+                "bench (DLR script)": cpu_seconds(ours),
+                "postgres": postgres_cpu(),
+            }
+            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            run = await wrk(binary, send_path(port), script, args)
+            accepted_at = time.perf_counter()
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+            accepted = sum((await count_mts(url)).values())
+            last_progress, seen = time.perf_counter(), -1
+            while len(receiver.finals) < accepted:
+                if len(receiver.finals) != seen:
+                    seen, last_progress = len(receiver.finals), time.perf_counter()
+                if time.perf_counter() - last_progress > 20 or (
+                    time.perf_counter() - accepted_at > args.drain
+                ):
+                    break
+                await asyncio.sleep(0.2)
+            finished = receiver.last_at or time.perf_counter()
+            cpu = {
+                "gateway": cpu_seconds(gateway) - marks["gateway"],
+                "simulator": cpu_seconds(simulator) - marks["simulator"],
+                "bench (DLR script)": cpu_seconds(ours) - marks["bench (DLR script)"],
+                "postgres": postgres_cpu() - marks["postgres"] if backend == "postgres" else 0.0,
+                "wrk": wrk_cpu,
+            }
+            async with httpx2.AsyncClient() as client:
+                stats = (await client.get(f"http://127.0.0.1:{sim_http}/sim/stats")).json()
+    finally:
+        await receiver.stop()
+    mts = await count_mts(url)
+    events = await count_events(url)
+    done = len(receiver.finals)
+    wall = finished - started
+    rate = done / wall if wall > 0 else 0.0
+    print(f"\n== end to end, {backend} ({args.duration} s of requests, window {args.window}) ==")
+    print(
+        f"accepted        {run.requests:,} requests in {run.seconds:.1f} s = {run.rps:,.0f} "
+        f"msg/s (p50 {run.p50_us / 1000:.1f} ms, p99 {run.p99_us / 1000:.1f} ms, "
+        f"errors {run.errors}, non-2xx {run.non2xx})"
+    )
+    print(f"at the SMSC     {stats['submits']:,} submit_sm, {stats['dlrs_sent']:,} receipts sent")
+    print(
+        f"DLR callbacks   {receiver.callbacks:,} received, {done:,} messages final "
+        f"(of {accepted:,} accepted)"
+    )
+    print(f"end to end      {done:,} messages in {wall:.1f} s = {rate:,.0f} msg/s")
+    print(f"MT states       {mts}")
+    print(f"webhook events  {events}")
+    if rate < args.target or args.profile:
+        print(f"where the time goes (CPU seconds over {wall:.1f} s of wall time, 2 = both cores):")
+        for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
+            if seconds:
+                print(
+                    f"  {name:20s} {seconds:7.1f} s  {100 * seconds / wall:4.0f}% of a core  "
+                    f"{1e6 * seconds / max(done, 1):6.0f} us/message"
+                )
+    if profile is not None and profile.exists():
+        print("gateway profile (top 25 by own time):")
+        pstats.Stats(str(profile)).sort_stats("tottime").print_stats(25)
+
+
+async def _wait_bound(sim_http: int) -> None:
+    """Until the gateway's link has bound to the simulator (bounded: 30 s)."""
+    deadline = time.monotonic() + 30
+    async with httpx2.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            stats = (await client.get(f"http://127.0.0.1:{sim_http}/sim/stats")).json()
+            if stats.get("binds", 0) > 0:
+                return
+            await asyncio.sleep(0.1)
+    raise RuntimeError("the gateway's link did not bind to the simulator in 30 s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--backends", nargs="+", default=["sqlite", "postgres"], choices=["sqlite", "postgres"]
+    )
+    parser.add_argument("--parts", nargs="+", default=["accept", "e2e"], choices=["accept", "e2e"])
+    parser.add_argument("--duration", type=int, default=60, help="seconds of requests")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--window", type=int, default=100, help="the link's SMPP window")
+    parser.add_argument("--drain", type=int, default=300, help="seconds to wait for callbacks")
+    parser.add_argument("--target", type=float, default=1000.0, help="end-to-end msg/s")
+    parser.add_argument("--profile", action="store_true", help="run the gateway under cProfile")
+    args = parser.parse_args()
+    binary = require_wrk()
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        script = workdir / "send.lua"
+        script.write_text(WRK_SCRIPT)
+        for backend in args.backends:
+            if "accept" in args.parts:
+                with database(backend, workdir, "accept") as url:
+                    asyncio.run(bench_accept(backend, url, binary, script, args))
+            if "e2e" in args.parts:
+                with database(backend, workdir, "e2e") as url:
+                    asyncio.run(bench_e2e(backend, url, binary, script, args, workdir))
+
+
+if __name__ == "__main__":
+    main()
