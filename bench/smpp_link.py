@@ -250,11 +250,37 @@ async def submitted(runtime: Runtime) -> int:
         return int(count.scalar_one())
 
 
+@contextlib.asynccontextmanager
+async def database(workdir: Path, postgres: str | None) -> AsyncIterator[str]:
+    """A fresh, migrated database: a SQLite file, or a PostgreSQL database dropped after."""
+    if postgres is None:
+        url = f"sqlite+aiosqlite:///{workdir}/link-{time.monotonic_ns()}.db"
+        await upgrade(url)
+        yield url
+        return
+    import asyncpg
+
+    name = f"smsgate_bench_{os.getpid()}_{time.monotonic_ns()}"
+    admin = await asyncpg.connect(postgres)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        base = postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        url = f"{base}/{name}"
+        await upgrade(url)
+        yield url
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 async def run_link(
-    port: int, simulator: psutil.Process, window: int, messages: int, dlr: bool, workdir: Path
+    port: int,
+    simulator: psutil.Process,
+    window: int,
+    messages: int,
+    dlr: bool,
+    url: str,
 ) -> Result:
-    url = f"sqlite+aiosqlite:///{workdir}/link-{window}-{time.monotonic_ns()}.db"
-    await upgrade(url)
     engine = make_engine(url)
     runtime = Runtime(
         settings=Settings(database_url=url), engine=engine, sessions=make_sessionmaker(engine)
@@ -300,11 +326,21 @@ async def main() -> None:
     parser.add_argument("--window1-messages", type=int, default=5_000)
     parser.add_argument("--paths", default="raw,link")
     parser.add_argument("--dlr", action="store_true", help="ask for receipts (link path)")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="run the link path on PostgreSQL instead of SQLite, e.g. "
+        "postgresql://postgres@127.0.0.1:5432/postgres (a scratch database is made and dropped)",
+    )
     args = parser.parse_args()
     windows = [int(w) for w in args.windows.split(",")]
     paths = args.paths.split(",")
     receipts = "on" if args.dlr else "off"
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, receipts {receipts}")
+    store = "PostgreSQL" if args.postgres else "SQLite"
+    print(
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, receipts {receipts}, "
+        f"link path on {store}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         for window in windows:
@@ -314,9 +350,10 @@ async def main() -> None:
                     if path == "raw":
                         result = await run_raw(port, simulator, window, messages)
                     else:
-                        result = await run_link(
-                            port, simulator, window, messages, args.dlr, workdir
-                        )
+                        async with database(workdir, args.postgres) as url:
+                            result = await run_link(
+                                port, simulator, window, messages, args.dlr, url
+                            )
                 print(result.line(), flush=True)
 
 
