@@ -56,6 +56,7 @@ from smsgate.smpp.pdu import (
     SubmitMultiResp,
     SubmitSm,
     SubmitSmResp,
+    Tlvs,
     UnsuccessSme,
 )
 from smsgate.smpp.session import IncomingPdu, SessionConfig, SmppSession
@@ -229,7 +230,7 @@ class Connection:
         refusal = await self._faults() if self.state.faults else None
         if refusal:
             return SubmitSmResp(command_status=refusal)
-        message_id = await self._accept(
+        message_id, receipt, tracked = self._accept(
             pdu.source_addr,
             pdu.destination_addr,
             pdu.esm_class,
@@ -238,13 +239,14 @@ class Connection:
             pdu.tlvs,
             pdu.registered_delivery,
         )
+        await self._receipt_first(receipt, tracked)
         return SubmitSmResp(message_id=message_id)
 
     async def _data_sm(self, pdu: DataSm) -> Response:
         refusal = await self._faults() if self.state.faults else None
         if refusal:
             return DataSmResp(command_status=refusal)
-        message_id = await self._accept(
+        message_id, receipt, tracked = self._accept(
             pdu.source_addr,
             pdu.destination_addr,
             pdu.esm_class,
@@ -253,6 +255,7 @@ class Connection:
             pdu.tlvs,
             pdu.registered_delivery,
         )
+        await self._receipt_first(receipt, tracked)
         return DataSmResp(message_id=message_id)
 
     async def _submit_multi(self, pdu: SubmitMulti) -> Response:
@@ -270,7 +273,7 @@ class Connection:
                 # the simulator keeps no distribution lists (SMPP 3.4 §4.5.1)
                 unsuccessful.append(UnsuccessSme(0, 0, dest.name, S.ESME_RINVDLNAME))
                 continue
-            message_id = await self._accept(
+            message_id, receipt, tracked = self._accept(
                 pdu.source_addr,
                 dest.address,
                 pdu.esm_class,
@@ -280,6 +283,7 @@ class Connection:
                 pdu.registered_delivery,
                 number=number,
             )
+            await self._receipt_first(receipt, tracked)
         if not message_id:
             return SubmitMultiResp(command_status=S.ESME_RINVDLNAME)
         return SubmitMultiResp(message_id=message_id, unsuccess_smes=tuple(unsuccessful))
@@ -307,19 +311,23 @@ class Connection:
             return S.ESME_RSYSERR  # never written: the session is closed
         return reaction.status
 
-    async def _accept(
+    def _accept(
         self,
         source: str,
         destination: str,
         esm_class: int,
         data_coding: int,
         body: bytes,
-        tlvs: Any,
+        tlvs: Tlvs,
         registered_delivery: int,
         *,
         number: int | None = None,
-    ) -> str:
-        """Accept one message part: inbox, tracking, receipt. Returns its message_id."""
+    ) -> tuple[str, DeliverSm | None, Tracked]:
+        """Accept one message part: inbox, tracking, and its receipt, scheduled after the
+        delay or (with before_resp) returned for the caller to send before answering.
+
+        Returns the part's message_id, that receipt, and the tracked message.
+        """
         if not destination:
             raise PduError(S.ESME_RINVDSTADR, "destination_addr is empty")
         operator = self.operator
@@ -341,7 +349,7 @@ class Connection:
         now = state.clock.now()
         settings = state.dlr_settings(operator.id)
         delay = 0.0 if settings.before_resp else settings.delay_ms / 1000
-        final_at = now + timedelta(seconds=delay)
+        final_at = now + timedelta(seconds=delay) if delay else now
         tracked = Tracked(
             message_id,
             operator.id,
@@ -356,24 +364,29 @@ class Connection:
         state.counters.submits += 1
         if state.mailroom.deliver(part, now) is not None:
             state.counters.messages_completed += 1
-        if settings.wanted(registered_delivery):
-            receipt = receipt_pdu(
-                part=part,
-                receipt_id=receipt_id,
-                submitted_at=now,
-                done_at=final_at,
-                settings=settings,
+        if not settings.wanted(registered_delivery):
+            return message_id, None, tracked
+        receipt = receipt_pdu(
+            part=part,
+            receipt_id=receipt_id,
+            submitted_at=now,
+            done_at=final_at,
+            settings=settings,
+        )
+        if settings.before_resp:
+            return message_id, receipt, tracked
+        self.smsc.dispatcher.schedule(
+            operator.id, receipt, delay, tracked=tracked, preferred=self.session
+        )
+        return message_id, None, tracked
+
+    async def _receipt_first(self, receipt: DeliverSm | None, tracked: Tracked) -> None:
+        """With before_resp: put the receipt on the wire now, before the caller's answer."""
+        if receipt is not None:
+            assert self.operator is not None
+            await self.smsc.dispatcher.send_now(
+                self.operator.id, receipt, tracked=tracked, preferred=self.session
             )
-            dispatcher = self.smsc.dispatcher
-            if settings.before_resp:
-                await dispatcher.send_now(
-                    operator.id, receipt, tracked=tracked, preferred=self.session
-                )
-            else:
-                dispatcher.schedule(
-                    operator.id, receipt, delay, tracked=tracked, preferred=self.session
-                )
-        return message_id
 
     # --- query, cancel, replace ----------------------------------------------------------------
 

@@ -40,6 +40,7 @@ async def test_mo_then_inbox(sim: Simulator, api: httpx2.AsyncClient) -> None:
             "currency": "BGN",
             "parts": 1,
             "command_statuses": [0],
+            "message_ids": [],
         }
         mo = await esme.next_delivery()
         assert mo.short_message == b"KOD"
