@@ -83,6 +83,7 @@ class Result:
     seconds: float
     cpu_ours: float
     cpu_simulator: float
+    delivered_seconds: float | None = None
 
     @property
     def rate(self) -> float:
@@ -97,6 +98,12 @@ class Result:
             f"({self.cpu_ours * per_message:4.0f} us/msg)"
             f", simulator {100 * self.cpu_simulator / self.seconds:3.0f}% "
             f"({self.cpu_simulator * per_message:4.0f} us/msg)"
+            + (
+                f" | all delivered after {self.delivered_seconds:.2f} s "
+                f"= {self.messages / self.delivered_seconds:.0f} msg/s"
+                if self.delivered_seconds
+                else ""
+            )
         )
 
 
@@ -242,10 +249,10 @@ async def queue_mts(runtime: Runtime, messages: int) -> None:
         await connection.execute(insert(MtMessage.__table__), rows)
 
 
-async def submitted(runtime: Runtime) -> int:
+async def count_status(runtime: Runtime, statuses: tuple[str, ...]) -> int:
     async with runtime.sessions() as session:
         count = await session.execute(
-            select(func.count()).select_from(MtMessage).where(MtMessage.status == "submitted")
+            select(func.count()).select_from(MtMessage).where(MtMessage.status.in_(statuses))
         )
         return int(count.scalar_one())
 
@@ -311,7 +318,17 @@ async def run_link(
         if profile is not None:
             profile.disable()
             pstats.Stats(profile).sort_stats("tottime").print_stats(PROFILE)
-        assert await submitted(runtime) == messages, "every MT recorded as submitted"
+        accepted = await count_status(runtime, ("submitted", "delivered"))
+        assert accepted == messages, "every MT recorded as submitted"
+        if dlr:
+            # Receipts: time until every MT is delivered, from the start of the run.
+            started = time.perf_counter() - figures["seconds"]
+            deadline = time.monotonic() + 300
+            while await count_status(runtime, ("delivered",)) < messages:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("receipts did not all arrive in 300 s")
+                await asyncio.sleep(0.05)
+            figures["delivered_seconds"] = time.perf_counter() - started
         link.stop()
         await task
     finally:
