@@ -33,6 +33,7 @@ from .errors import (
     UnexpectedResponse,
 )
 from .framing import DEFAULT_MAX_FRAME_SIZE, FrameReader
+from .options import Handler, IncomingPdu, SessionConfig
 from .pdu import (
     NO_TLVS,
     AlertNotification,
@@ -74,7 +75,7 @@ from .pdu import (
     UnbindResp,
     UnsuccessSme,
 )
-from .session import Handler, IncomingPdu, SessionConfig, SmppSession
+from .session import SmppSession
 from .states import BindState, Role
 from .tcp import HandlerFactory, SmppServer, connect, serve
 

@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
 import socket
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+import struct
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .codec import DEFAULT_MAX_FRAME_SIZE, FrameReader, decode, encode
-from .constants import MAX_SEQUENCE_NUMBER, RESPONSE_BIT, CommandId, CommandStatus
+from .codec import FrameReader, decode, encode
+from .constants import RESPONSE_BIT, CommandId, CommandStatus
 from .errors import (
     BindFailed,
     ConnectionLost,
@@ -34,6 +36,7 @@ from .errors import (
     ResponseTimeout,
     UnexpectedResponse,
 )
+from .options import Handler, HandlerResult, IncomingPdu, SessionConfig
 from .pdu import (
     BindRequest,
     EnquireLink,
@@ -47,56 +50,16 @@ from .pdu import (
     UnbindResp,
 )
 from .states import BindState, Role, allowed_commands, state_after_bind
+from .window import Pending, RequestWindow
+
+__all__ = ["Handler", "HandlerResult", "IncomingPdu", "SessionConfig", "SmppSession"]
 
 log = logging.getLogger(__name__)
 S = CommandStatus
 R = TypeVar("R", bound=Response)
 
-IncomingPdu = Request[Any] | Notification
-Handler = Callable[[IncomingPdu], Awaitable[Response | None]]
-"""Answers one incoming request (never enquire_link or unbind: the session does those).
-
-Return the response (its sequence_number is filled in for you), or None for outbind and
-alert_notification. Raise PduError(status) to refuse with that status. A handler must not
-wait for responses to requests on its own session: while handlers are busy up to
-``handler_concurrency``, the session stops reading.
-"""
-
 _READ_SIZE = 256 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    window: int = 10
-    """Requests sent and not yet answered, at most (SMPP 3.4 §2.7.5 "windowing")."""
-    response_timeout: float = 30.0
-    enquire_link_interval: float | None = 30.0
-    """Send enquire_link after this long without hearing from the peer; None: never."""
-    inactivity_timeout: float | None = 120.0
-    """Close after this long without hearing from the peer; None: never."""
-    handler_concurrency: int = 256
-    """Incoming requests handled at once; beyond it the session stops reading (TCP
-    back-pressure). Keep it at least the peer's window."""
-    unbind_timeout: float = 5.0
-    max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
-    write_buffer_limit: int = 1024 * 1024
-    """Above this many unsent octets, senders wait for the socket to drain."""
-
-
-class _Pending:
-    __slots__ = ("future", "request", "timer", "windowed")
-
-    def __init__(
-        self,
-        future: asyncio.Future[Any],
-        request: Request[Any],
-        timer: asyncio.TimerHandle,
-        windowed: bool,
-    ) -> None:
-        self.future = future
-        self.request = request
-        self.timer = timer
-        self.windowed = windowed  # holds a window slot (enquire_link and unbind do not)
+_HEADER = struct.Struct(">IIII")
 
 
 class SmppSession:
@@ -125,16 +88,14 @@ class SmppSession:
         _set_nodelay(writer)
 
         self._state = BindState.OPEN
+        self._may_send = allowed_commands(role, BindState.OPEN)
+        self._may_receive = allowed_commands(role.peer, BindState.OPEN)
         self._binding = False
         self._unbinding = False
         self.close_reason: str | None = None
         self._closed = asyncio.Event()
 
-        self._next_sequence = 1
-        self._pending: dict[int, _Pending] = {}
-        self._window = asyncio.Semaphore(self.config.window)
-        self._idle = asyncio.Event()  # set while nothing is outstanding
-        self._idle.set()
+        self._window = RequestWindow(self.config.window, self._on_expired)
 
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -142,7 +103,7 @@ class SmppSession:
         self._enquiring = False
 
         self._handler_slots = asyncio.Semaphore(self.config.handler_concurrency)
-        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._handler_tasks: set[asyncio.Future[Any]] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -168,7 +129,7 @@ class SmppSession:
     @property
     def outstanding(self) -> int:
         """Requests sent and not yet answered, timed out or failed."""
-        return len(self._pending)
+        return len(self._window)
 
     async def wait_closed(self) -> None:
         """Return once the session is closed and its tasks have finished."""
@@ -192,14 +153,17 @@ class SmppSession:
         """
         if self.closed:
             return
-        if self._state is BindState.OPEN or self._unbinding:
-            await self.close("closed before bind" if not self._unbinding else "unbind")
+        if self._unbinding:
+            await self.wait_closed()
+            return
+        if self._state is BindState.OPEN:
+            await self.close("closed before bind")
             return
         self._unbinding = True
         grace = self.config.unbind_timeout if grace is None else grace
         try:
             async with asyncio.timeout(grace):
-                await self._idle.wait()
+                await self._window.idle.wait()
                 future = self._start(Unbind(), grace, use_window=False)
                 await future
         except (TimeoutError, ConnectionLost, GenericNackReceived, PduError) as exc:
@@ -232,12 +196,12 @@ class SmppSession:
         One task can keep the window full this way without a task per message.
         """
         self._check_may_send(pdu)
-        await self._window.acquire()
+        await self._window.take_slot()
         try:
             self._check_may_send(pdu)
             future = self._start(pdu, response_timeout, use_window=True)
         except BaseException:
-            self._window.release()
+            self._window.give_slot()
             raise
         if self._transport.get_write_buffer_size() > self.config.write_buffer_limit:
             await self._drain()
@@ -261,7 +225,7 @@ class SmppSession:
         command_id = pdu.command_id
         if self._unbinding and command_id != CommandId.UNBIND:
             raise InvalidBindState(f"{command_id.name} while unbinding")
-        if command_id not in allowed_commands(self.role, self._state):
+        if command_id not in self._may_send:
             raise InvalidBindState(f"{command_id.name} not allowed in {self._state.name}")
         if self._binding and isinstance(pdu, BindRequest):
             raise InvalidBindState("a bind is already in progress")
@@ -269,31 +233,19 @@ class SmppSession:
     def _start(
         self, pdu: Request[R], response_timeout: float | None, *, use_window: bool
     ) -> asyncio.Future[R]:
-        sequence = self._allocate_sequence()
-        pdu.sequence_number = sequence
+        if self._state is BindState.CLOSED:
+            raise ConnectionLost(f"session closed: {self.close_reason}")
+        timeout = self.config.response_timeout if response_timeout is None else response_timeout
+        future = self._window.add(pdu, timeout, windowed=use_window)
         try:
             data = encode(pdu)
         except PduEncodeError:
-            if isinstance(pdu, BindRequest):
-                self._binding = False
+            self._window.pop(pdu.sequence_number)
             raise
         if isinstance(pdu, BindRequest):
             self._binding = True
-        future: asyncio.Future[R] = self._loop.create_future()
-        delay = self.config.response_timeout if response_timeout is None else response_timeout
-        timer = self._loop.call_later(delay, self._expire, sequence)
-        self._pending[sequence] = _Pending(future, pdu, timer, use_window)
-        self._idle.clear()
         self._write(data)
         return future
-
-    def _allocate_sequence(self) -> int:
-        sequence = self._next_sequence
-        while True:
-            self._next_sequence = 1 if sequence >= MAX_SEQUENCE_NUMBER else sequence + 1
-            if sequence not in self._pending:
-                return sequence
-            sequence = self._next_sequence
 
     def _send(self, pdu: Pdu) -> None:
         try:
@@ -325,35 +277,13 @@ class SmppSession:
 
     # --- completing requests -----------------------------------------------------------------
 
-    def _complete(self, sequence: int) -> _Pending | None:
-        pending = self._pending.pop(sequence, None)
-        if pending is None:
-            return None
-        pending.timer.cancel()
-        if pending.windowed:
-            self._window.release()
-        if not self._pending:
-            self._idle.set()
-        return pending
-
-    def _expire(self, sequence: int) -> None:
-        pending = self._complete(sequence)
-        if pending is None:
-            return
-        request = pending.request
-        if isinstance(request, BindRequest):
+    def _on_expired(self, pending: Pending) -> None:
+        if isinstance(pending.request, BindRequest):
             self._binding = False
-        if not pending.future.done():
-            pending.future.set_exception(
-                ResponseTimeout(
-                    f"no {request.command_id.name} response in time",
-                    sequence_number=sequence,
-                    command_id=request.command_id,
-                )
-            )
 
-    def _on_response(self, frame: bytes, command_id: int, status: int, sequence: int) -> None:
-        pending = self._complete(sequence)
+    def _on_response(self, frame: bytes) -> None:
+        _, command_id, status, sequence = _HEADER.unpack_from(frame)
+        pending = self._window.pop(sequence)
         if pending is None:
             log.warning(
                 "%s: response 0x%08X to unknown sequence %d", self.name, command_id, sequence
@@ -383,7 +313,7 @@ class SmppSession:
 
     def _after_success(self, request: Request[Any]) -> None:
         if isinstance(request, BindRequest):
-            self._state = state_after_bind(request.command_id)
+            self._set_state(state_after_bind(request.command_id))
         elif isinstance(request, Unbind):
             self._loop.call_soon(self._shutdown, "unbound")
 
@@ -399,7 +329,10 @@ class SmppSession:
                     break
                 self._last_heard = self._loop.time()
                 for frame in frames_reader.feed(data):
-                    await self._on_frame(frame)
+                    if frame[4] & 0x80:  # the response bit of command_id (SMPP 3.4 §5.1.2)
+                        self._on_response(frame)
+                    else:
+                        await self._on_request(frame)
                 if frames_reader.error is not None:
                     error = frames_reader.error
                     log.warning("%s: unreadable stream: %s", self.name, error)
@@ -415,13 +348,7 @@ class SmppSession:
             reason = "internal error"
         self._shutdown(reason)
 
-    async def _on_frame(self, frame: bytes) -> None:
-        command_id = int.from_bytes(frame[4:8], "big")
-        if command_id & RESPONSE_BIT:
-            status = int.from_bytes(frame[8:12], "big")
-            sequence = int.from_bytes(frame[12:16], "big")
-            self._on_response(frame, command_id, status, sequence)
-            return
+    async def _on_request(self, frame: bytes) -> None:
         try:
             pdu = decode(frame)
         except PduError as error:
@@ -441,10 +368,68 @@ class SmppSession:
             self._unbinding = True
             self._loop.call_soon(self._shutdown, "peer unbound")
         else:
+            await self._dispatch(pdu)
+
+    async def _dispatch(self, pdu: IncomingPdu) -> None:
+        handler = self.handler
+        try:
+            if handler is None:
+                raise PduError(S.ESME_RINVCMDID, "no handler for incoming requests")
+            result = handler(pdu)
+        except PduError as error:
+            self._finish(pdu, error.command_status)
+            return
+        except Exception:
+            log.exception("%s: handler failed on %s", self.name, pdu.command_id.name)
+            self._finish(pdu, S.ESME_RSYSERR)
+            return
+        if result is None or isinstance(result, Response):
+            self._finish(pdu, result)  # answered at once: no task needed
+            return
+        try:
             await self._handler_slots.acquire()
-            task = self._loop.create_task(self._handle(pdu))
-            self._handler_tasks.add(task)
-            task.add_done_callback(self._handler_tasks.discard)
+        except asyncio.CancelledError:
+            if inspect.iscoroutine(result):
+                result.close()
+            raise
+        # The handler's own coroutine becomes the task, so cancelling it before it starts
+        # (the session closing) leaves no coroutine un-awaited.
+        task = asyncio.ensure_future(result)
+        self._handler_tasks.add(task)
+        task.add_done_callback(functools.partial(self._handler_done, pdu))
+
+    def _handler_done(self, pdu: IncomingPdu, task: asyncio.Future[Response | None]) -> None:
+        self._handler_tasks.discard(task)
+        self._handler_slots.release()
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is None:
+            self._finish(pdu, task.result())
+        elif isinstance(error, PduError):
+            self._finish(pdu, error.command_status)
+        else:
+            log.error("%s: handler failed on %s", self.name, pdu.command_id.name, exc_info=error)
+            self._finish(pdu, S.ESME_RSYSERR)
+
+    def _finish(self, pdu: IncomingPdu, outcome: Response | int | None) -> None:
+        """Answer ``pdu`` with the handler's response, or with a status when it failed."""
+        if isinstance(pdu, BindRequest):
+            self._binding = False
+        if isinstance(pdu, Request):
+            if isinstance(outcome, int):
+                outcome = pdu.error_response(outcome)
+            self._respond(pdu, outcome)
+
+    def _set_state(self, state: BindState) -> None:
+        self._state = state
+        self._may_send = allowed_commands(self.role, state)
+        self._may_receive = allowed_commands(self.role.peer, state)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(work)
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
 
     def _admit(self, pdu: IncomingPdu) -> int | None:
         """None to accept ``pdu`` in the current state, else the status refusing it."""
@@ -454,7 +439,7 @@ class SmppSession:
                 return S.ESME_RALYBND
             self._binding = True
             return None
-        if command_id in allowed_commands(self.role.peer, self._state):
+        if command_id in self._may_receive:
             return None
         return S.ESME_RINVBNDSTS
 
@@ -463,28 +448,6 @@ class SmppSession:
         return GenericNack(
             sequence_number=error.sequence_number or 0, command_status=error.command_status
         )
-
-    async def _handle(self, pdu: IncomingPdu) -> None:
-        response: Response | None = None
-        try:
-            if self.handler is None:
-                raise PduError(S.ESME_RINVCMDID, "no handler for incoming requests")
-            response = await self.handler(pdu)
-        except PduError as error:
-            response = (
-                pdu.error_response(error.command_status) if isinstance(pdu, Request) else None
-            )
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("%s: handler failed on %s", self.name, pdu.command_id.name)
-            response = pdu.error_response(S.ESME_RSYSERR) if isinstance(pdu, Request) else None
-        finally:
-            self._handler_slots.release()
-            if isinstance(pdu, BindRequest):
-                self._binding = False
-        if isinstance(pdu, Request):
-            self._respond(pdu, response)
 
     def _respond(self, request: Request[Any], response: Response | None) -> None:
         if self._state is BindState.CLOSED:
@@ -506,7 +469,7 @@ class SmppSession:
             and isinstance(request, BindRequest)
             and response.command_status == S.ESME_ROK
         ):
-            self._state = state_after_bind(request.command_id)
+            self._set_state(state_after_bind(request.command_id))
         self._write(data)
 
     # --- keep-alive --------------------------------------------------------------------------
@@ -520,17 +483,16 @@ class SmppSession:
             if inactivity is not None and quiet >= inactivity:
                 self._shutdown(f"nothing heard for {quiet:.1f}s")
                 return
-            wake = now + (inactivity - quiet if inactivity is not None else 3600.0)
+            wake = [self._last_heard + inactivity] if inactivity is not None else []
             if interval is not None:
-                if quiet >= interval and not self._enquiring and not self._unbinding:
-                    self._enquiring = True
-                    task = self._loop.create_task(self._enquire_link())
-                    self._handler_tasks.add(task)
-                    task.add_done_callback(self._handler_tasks.discard)
-                wake = min(
-                    wake, self._last_heard + interval if quiet < interval else now + interval
-                )
-            await asyncio.sleep(max(wake - self._loop.time(), 0.001))
+                if quiet < interval:
+                    wake.append(self._last_heard + interval)
+                else:
+                    if not self._enquiring and not self._unbinding:
+                        self._enquiring = True
+                        self._spawn(self._enquire_link())
+                    wake.append(now + interval)
+            await asyncio.sleep(max(min(wake) - self._loop.time(), 0.001))
 
     async def _enquire_link(self) -> None:
         try:
@@ -547,18 +509,20 @@ class SmppSession:
     def _shutdown(self, reason: str) -> None:
         if self._state is BindState.CLOSED:
             return
-        self._state = BindState.CLOSED
+        self._set_state(BindState.CLOSED)
         self.close_reason = reason
         log.info("%s: closed (%s)", self.name, reason)
         self._flush()
         self._transport.close()
-        for sequence in list(self._pending):
-            pending = self._complete(sequence)
-            if pending is not None and not pending.future.done():
-                pending.future.set_exception(ConnectionLost(reason))
+        self._window.fail_all(lambda: ConnectionLost(reason))
+        # Wake one sender waiting for window room: it finds the session closed, raises
+        # ConnectionLost and gives its slot back, which wakes the next one.
+        self._window.give_slot()
+        # Handlers still running are cancelled (their requests were not answered, so the
+        # peer will send them again), even one that is closing its own session.
         current = asyncio.current_task()
         for task in (*self._tasks, *self._handler_tasks):
-            if task is not current and not task.done():
+            if not task.done() and not (task is current and task in self._tasks):
                 task.cancel()
         self._closed.set()
 

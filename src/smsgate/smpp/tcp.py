@@ -7,7 +7,8 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from .session import Handler, SessionConfig, SmppSession
+from .options import Handler, SessionConfig
+from .session import SmppSession
 from .states import Role
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,13 @@ async def connect(
     """Open a TCP connection to an SMSC and start an ESME-side session (not yet bound)."""
     async with asyncio.timeout(connect_timeout):
         reader, writer = await asyncio.open_connection(host, port)
-    session = SmppSession(reader, writer, role=Role.ESME, handler=handler, config=config, name=name)
+    try:
+        session = SmppSession(
+            reader, writer, role=Role.ESME, handler=handler, config=config, name=name
+        )
+    except BaseException:
+        writer.close()
+        raise
     session.start()
     return session
 
@@ -61,11 +68,11 @@ class SmppServer:
         self._server = await asyncio.start_server(self._accept, host, port)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = SmppSession(reader, writer, role=Role.SMSC, config=self._config)
         try:
+            session = SmppSession(reader, writer, role=Role.SMSC, config=self._config)
             session.handler = self._handler_factory(session)
         except Exception:
-            log.exception("%s: handler factory failed", session.name)
+            log.exception("cannot start a session for %s", writer.get_extra_info("peername"))
             writer.close()
             return
         self.sessions.add(session)

@@ -17,6 +17,7 @@ from .pdu import NO_TLVS, RawTlv, Tlvs
 S = CommandStatus
 _TAG_LENGTH = struct.Struct(">HH")
 
+
 class TlvKind(IntEnum):
     INT = 0  # unsigned big-endian integer of exactly min_size octets
     CSTR = 1  # C-Octet string (sizes count the NUL)

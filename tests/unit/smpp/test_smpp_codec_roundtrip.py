@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smpp_strategies import ALL_PDU_CLASSES, any_pdu, pdus_of
+from tests.unit.smpp.smpp_strategies import ALL_PDU_CLASSES, any_pdu, pdus_of
 
 from smsgate.smpp import PDU_CLASSES, CommandId, Pdu, decode, decode_header, encode
 
@@ -16,7 +16,7 @@ def test_every_operation_of_smpp_3_4_has_a_class() -> None:
 
 
 @pytest.mark.parametrize("cls", ALL_PDU_CLASSES, ids=lambda cls: cls.__name__)
-@settings(max_examples=100)
+@settings(max_examples=50, deadline=None)
 @given(data=st.data())
 def test_round_trip_of_each_kind(cls: type[Pdu], data: st.DataObject) -> None:
     pdu = data.draw(pdus_of(cls))
@@ -31,7 +31,7 @@ def test_round_trip_of_each_kind(cls: type[Pdu], data: st.DataObject) -> None:
     )
 
 
-@settings(max_examples=200)
+@settings(max_examples=100, deadline=None)
 @given(any_pdu)
 def test_encoding_is_canonical(pdu: Pdu) -> None:
     frame = encode(pdu)

@@ -7,7 +7,7 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smpp_strategies import any_pdu
+from tests.unit.smpp.smpp_strategies import any_pdu
 
 from smsgate.smpp import (
     CommandId,
@@ -276,13 +276,13 @@ def _decode_or_pdu_error(data: bytes) -> None:
             raise
 
 
-@settings(max_examples=1000)
+@settings(max_examples=500, deadline=None)
 @given(st.binary(max_size=300))
 def test_random_bytes_only_raise_pdu_error(data: bytes) -> None:
     _decode_or_pdu_error(data)
 
 
-@settings(max_examples=1000)
+@settings(max_examples=300, deadline=None)
 @given(st.sampled_from(list(CommandId)), st.binary(max_size=200), st.integers(0, 2**32 - 1))
 def test_random_bodies_under_valid_headers_only_raise_pdu_error(
     command_id: int, body: bytes, status: int
@@ -290,7 +290,7 @@ def test_random_bodies_under_valid_headers_only_raise_pdu_error(
     _decode_or_pdu_error(frame(command_id, body, status=status))
 
 
-@settings(max_examples=1000)
+@settings(max_examples=300, deadline=None)
 @given(any_pdu, st.data())
 def test_mutated_frames_only_raise_pdu_error(pdu: object, data: st.DataObject) -> None:
     original = bytearray(encode(pdu))  # type: ignore[arg-type]

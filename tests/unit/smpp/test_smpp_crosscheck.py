@@ -319,7 +319,7 @@ def their_status(value: Any) -> int:
 
 
 @pytest.mark.parametrize("cls", SUPPORTED, ids=lambda cls: cls.__name__)
-@settings(max_examples=60)
+@settings(max_examples=30, deadline=None)
 @given(data=st.data())
 def test_smpp_pdu_reads_what_we_write(cls: type[Pdu], data: st.DataObject) -> None:
     pdu = data.draw(compatible(cls))
@@ -332,7 +332,7 @@ def test_smpp_pdu_reads_what_we_write(cls: type[Pdu], data: st.DataObject) -> No
 
 
 @pytest.mark.parametrize("cls", SUPPORTED, ids=lambda cls: cls.__name__)
-@settings(max_examples=60)
+@settings(max_examples=30, deadline=None)
 @given(data=st.data())
 def test_we_read_what_smpp_pdu_writes(cls: type[Pdu], data: st.DataObject) -> None:
     pdu = data.draw(compatible(cls))

@@ -6,12 +6,12 @@ import struct
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from smpp_strategies import any_pdu
+from tests.unit.smpp.smpp_strategies import any_pdu
 
 from smsgate.smpp import CommandStatus, EnquireLink, FrameReader, Pdu, encode
 
 
-@settings(max_examples=200)
+@settings(max_examples=60, deadline=None)
 @given(st.lists(any_pdu, min_size=1, max_size=8), st.data())
 def test_any_chunking_yields_the_frames(pdus: list[Pdu], data: st.DataObject) -> None:
     frames = [encode(p) for p in pdus]
@@ -46,7 +46,7 @@ def test_a_frame_above_the_limit_is_refused_before_it_is_buffered() -> None:
     assert reader.error.sequence_number is None
 
 
-@settings(max_examples=500)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=64), max_size=8))
 def test_random_bytes_never_raise(chunks: list[bytes]) -> None:
     reader = FrameReader(max_frame_size=4096)
