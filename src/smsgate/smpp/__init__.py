@@ -1,5 +1,18 @@
 """SMPP 3.4: typed PDUs, a strict and fast codec, and an asyncio session for both sides.
 
+ESME side::
+
+    session = await connect(host, port, handler=on_deliver_sm, config=SessionConfig(window=50))
+    await session.bind(BindTransceiver(system_id="smsgate", password="secret"))
+    future = await session.start_request(SubmitSm(source_addr="1851", ...))  # waits for room
+    response = await future  # SubmitSmResp; check response.command_status
+    await session.unbind()
+
+SMSC side::
+
+    server = await serve(lambda session: handle, "127.0.0.1", 0)  # handle(pdu) -> Response
+    ...; await server.close()
+
 The names below are the public surface; everything else in the package is internal.
 """
 

@@ -24,6 +24,8 @@ async handler must not wait for responses to requests on its own session.
 
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
+    """Limits and timers of one session (seconds for times)."""
+
     window: int = 10
     """Requests sent and not yet answered, at most (SMPP 3.4 §2.7.5 "windowing")."""
     response_timeout: float = 30.0
@@ -38,3 +40,9 @@ class SessionConfig:
     max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     write_buffer_limit: int = 1024 * 1024
     """Above this many unsent octets, senders wait for the socket to drain."""
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.handler_concurrency < 1:
+            raise ValueError("window and handler_concurrency must be at least 1")
+        if self.max_frame_size < 16:
+            raise ValueError("max_frame_size must hold at least a PDU header")
