@@ -32,6 +32,7 @@ from smsgate.smpp import (
     SmppSession,
     SubmitSm,
     SubmitSmResp,
+    UnexpectedResponse,
     connect,
     decode_header,
     encode,
@@ -383,3 +384,34 @@ async def test_outbind_then_bind_receiver_then_alert_notification() -> None:
         listener.close()
         await listener.wait_closed()
         await smsc.close()
+
+
+async def test_bad_responses_fail_only_their_request(raw_smsc: RawSmsc) -> None:
+    port = await raw_smsc.start()
+    session = await connect("127.0.0.1", port)
+    peer = await raw_smsc.peers.get()
+    try:
+        # A response nobody asked for is ignored.
+        await peer.send(raw_frame(CommandId.SUBMIT_SM_RESP, b"X\0", sequence=999))
+        # A response with trailing bytes fails its request with the status it deserves.
+        asking = asyncio.ensure_future(session.send_request(EnquireLink()))
+        _, _, _, sequence = decode_header(await peer.read_frame())
+        await peer.send(raw_frame(CommandId.ENQUIRE_LINK_RESP, b"oops", sequence=sequence))
+        with pytest.raises(PduError) as malformed:
+            await asking
+        assert malformed.value.command_status == S.ESME_RINVCMDLEN
+        # The wrong kind of response for the sequence number.
+        asking = asyncio.ensure_future(session.send_request(EnquireLink()))
+        _, _, _, sequence = decode_header(await peer.read_frame())
+        await peer.send(raw_frame(CommandId.SUBMIT_SM_RESP, b"X\0", sequence=sequence))
+        with pytest.raises(UnexpectedResponse):
+            await asking
+        # The link survives all of it.
+        asking = asyncio.ensure_future(session.send_request(EnquireLink()))
+        _, _, _, sequence = decode_header(await peer.read_frame())
+        await peer.send(raw_frame(CommandId.ENQUIRE_LINK_RESP, sequence=sequence))
+        assert (await asking).sequence_number == sequence
+        assert not session.closed
+    finally:
+        await session.close()
+        await peer.close()
