@@ -18,10 +18,11 @@ Failures (4 and 6) count towards a ban of the requesting address (services/bans.
 
 The path is kept short because sites call it on every page view: the service is read from a
 cache that lives ``cache_seconds`` (changes to a service reach every process within that
-time), then one transaction does one lookup by the unique (service, code) index, at most one
-conditional UPDATE (the use), and one INSERT of the check row. The UPDATE's WHERE carries the
-condition that makes it safe under concurrency (``uses_left > 0``, ``first_used_at IS
-NULL``): of N concurrent checks of a one-use code exactly one gets ``CODE_OK``.
+time), then one lookup by the unique (service, code) index, at most one conditional UPDATE
+(the use) and one INSERT of the check row. The UPDATE carries the condition that makes it
+safe under concurrency: ``uses_left > 0`` (of N concurrent checks of a one-use code exactly
+one gets ``CODE_OK``), and ``COALESCE`` for the start of a first-use period (concurrent first
+uses agree on the one that committed first).
 """
 
 from __future__ import annotations
@@ -39,13 +40,20 @@ from typing import Any, Concatenate, Final, ParamSpec, TypeVar
 
 from sqlalchemy import (
     URL,
+    BigInteger,
     Connection,
+    Insert,
+    String,
+    and_,
     bindparam,
     case,
     create_engine,
     event,
+    exists,
     func,
     insert,
+    literal,
+    or_,
     select,
     update,
 )
@@ -86,8 +94,6 @@ FAILURES: Final = frozenset({CheckAnswer.INVALID_IP, CheckAnswer.CODE_NOT_FOUND}
 MAX_CODE_INPUT: Final = 64  # code_checks.code_given; longer input is INVALID_INPUT
 TRACE_FIELD: Final = 64  # code_checks.requester_ip / user_ip
 SERVICE_TYPE: Final = "access_code"
-# A first use races with another first use at most once; the bound only guards the loop.
-MAX_ATTEMPTS: Final = 3
 
 
 def printable(text: str, limit: int) -> str:
@@ -216,29 +222,91 @@ _CODE_COLUMNS = (
 _FIND_CODE = select(*_CODE_COLUMNS).where(
     AccessCode.service_id == bindparam("service_id"), AccessCode.code == bindparam("code")
 )
+_USES = CodeKind.USES.value
+# One use of a code the check found valid, whatever its kind; the row's own columns decide.
+# - uses: the WHERE guard (uses_left > 0) is what makes N concurrent checks of a one-use code
+#   give exactly one CODE_OK: a check that lost the race matches no row (CODE_EXPIRED).
+# - period_from_first_use: COALESCE keeps the period of whichever first use committed first,
+#   so concurrent first uses agree on one period without a retry.
 _USE = (
     update(AccessCode)
-    .where(AccessCode.id == bindparam("code_id"))
+    .where(
+        AccessCode.id == bindparam("code_id"),
+        or_(AccessCode.kind != _USES, AccessCode.uses_left > 0),
+    )
     .values(
         uses_count=AccessCode.uses_count + 1,
         first_used_at=func.coalesce(
             AccessCode.first_used_at, bindparam("now", type_=UTCDateTime())
         ),
+        valid_until=case(
+            (
+                AccessCode.kind == CodeKind.PERIOD_FROM_FIRST_USE.value,
+                func.coalesce(
+                    AccessCode.valid_until, bindparam("new_valid_until", type_=UTCDateTime())
+                ),
+            ),
+            else_=AccessCode.valid_until,
+        ),
+        uses_left=case(
+            (AccessCode.kind == _USES, AccessCode.uses_left - 1), else_=AccessCode.uses_left
+        ),
+        status=case(
+            (
+                and_(AccessCode.kind == _USES, AccessCode.uses_left <= 1),
+                rules_.CodeStatus.USED.value,
+            ),
+            else_=AccessCode.status,
+        ),
     )
-    .returning(AccessCode.uses_left)
-)
-# The guard that makes concurrent checks of a one-use code give one CODE_OK; the status is
-# computed from the row as it is, not as it was read.
-_USE_COUNTED = _USE.where(AccessCode.uses_left > 0).values(
-    uses_left=AccessCode.uses_left - 1,
-    status=case((AccessCode.uses_left <= 1, rules_.CodeStatus.USED.value), else_=AccessCode.status),
-)
-# Only the first use starts a first-use period; a concurrent first use makes this UPDATE
-# match nothing, and the check reads the period that one started.
-_USE_FIRST = _USE.where(AccessCode.first_used_at.is_(None)).values(
-    valid_until=bindparam("valid_until", type_=UTCDateTime())
+    .returning(AccessCode.uses_left, AccessCode.valid_until)
 )
 _INSERT_CHECK = insert(CodeCheck)
+_CHECK_COLUMNS = (
+    "service_id",
+    "code_id",
+    "code_given",
+    "at",
+    "requester_ip",
+    "user_ip",
+    "answer",
+    "via",
+)
+
+
+def _use_and_record() -> Insert:
+    """PostgreSQL: the use and the check row in one statement (a data-modifying CTE), so a
+    check is two round trips in autocommit (find, then use and record) instead of five."""
+    used = _USE.cte("used")
+    answer = case(
+        (exists(select(literal(1)).select_from(used)), CheckAnswer.CODE_OK.value),
+        else_=CheckAnswer.CODE_EXPIRED.value,
+    )
+    # The check row's values are named check_*: a parameter named like a column of
+    # access_codes would be taken as one more SET of the UPDATE.
+    row = select(
+        bindparam("check_service_id", type_=BigInteger()),
+        bindparam("code_id", type_=BigInteger()),
+        bindparam("check_code_given", type_=String()),
+        bindparam("check_at", type_=UTCDateTime()),
+        bindparam("check_requester_ip", type_=String()),
+        bindparam("check_user_ip", type_=String()),
+        answer,
+        bindparam("check_via", type_=String()),
+    )
+    return (
+        insert(CodeCheck)
+        .from_select(_CHECK_COLUMNS, row)
+        .add_cte(used)
+        .returning(
+            CodeCheck.answer,
+            select(used.c.uses_left).scalar_subquery().label("uses_left"),
+            select(used.c.valid_until).scalar_subquery().label("valid_until"),
+        )
+    )
+
+
+_USE_AND_RECORD = _use_and_record()
 
 
 def code_state(row: Any) -> CodeState:
@@ -266,13 +334,17 @@ class CodeChecker:
     """Answers checks for one gateway process: the service cache and the ban list are its
     own; everything that must be shared lives in the database and the ban storage.
 
-    The transaction of a check is one synchronous function (:meth:`_transaction`). On
-    PostgreSQL it runs through ``AsyncConnection.run_sync`` (one round trip per statement,
-    which cannot be fewer). On SQLite it runs in a thread of its own on a connection of its
-    own: aiosqlite hands every cursor, execute, fetch and commit to its thread separately
-    (some 16 hand-overs for one check, each paying for the GIL), where this pays once. The
-    one thread also queues SQLite's single writer here instead of in SQLite's busy handler,
-    which sleeps in steps of up to 100 ms.
+    The database work of a check is one synchronous function (:meth:`_transaction`):
+
+    - On PostgreSQL it runs through ``AsyncConnection.run_sync`` in autocommit, as two
+      statements: the lookup, then the use and the check row together (one statement with
+      a data-modifying CTE, atomic on its own). Two round trips instead of five (BEGIN,
+      SELECT, UPDATE, INSERT, COMMIT).
+    - On SQLite it runs in one transaction in a thread of its own, on a connection of its
+      own: aiosqlite hands every cursor, execute, fetch and commit to its thread separately
+      (some 16 hand-overs for one check, each paying for the GIL), where this pays once. The
+      one thread also queues SQLite's single writer here instead of in SQLite's busy
+      handler, which sleeps in steps of up to 100 ms.
     """
 
     def __init__(
@@ -282,9 +354,13 @@ class CodeChecker:
         self.clock = clock
         self.bans = bans
         self.services = ServiceCache(engine, cache_seconds)
-        self._sqlite: SqliteThread | None = (
-            SqliteThread(engine.url) if engine.dialect.name == "sqlite" else None
-        )
+        self._sqlite: SqliteThread | None = None
+        self._pg: AsyncEngine | None = None
+        self._combined = engine.dialect.name == "postgresql"
+        if engine.dialect.name == "sqlite":
+            self._sqlite = SqliteThread(engine.url)
+        else:
+            self._pg = engine
 
     async def service_for(self, service_id: int, user_id: int | None) -> ServiceView | None:
         """The access-code service ``service_id`` of merchant ``user_id`` (any merchant when
@@ -353,8 +429,12 @@ class CodeChecker:
     ) -> CheckResult:
         if self._sqlite is not None:
             return await self._sqlite.run(self._transaction, request, view, code, answer, now)
-        async with self.engine.begin() as conn:
-            return await conn.run_sync(self._transaction, request, view, code, answer, now)
+        assert self._pg is not None
+        async with self._pg.connect() as conn:
+            # Autocommit: each statement of _transaction is atomic on its own, and no BEGIN
+            # and COMMIT round trips are paid.
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            return await autocommit.run_sync(self._transaction, request, view, code, answer, now)
 
     def _transaction(
         self,
@@ -365,15 +445,59 @@ class CodeChecker:
         answer: CheckAnswer | None,
         now: datetime,
     ) -> CheckResult:
-        """The check's one transaction: redeem ``code`` (when no ``answer`` was decided
-        before looking), and store the check row."""
+        """The check's transaction: find ``code`` (unless an ``answer`` was decided before
+        looking), use it if it is valid, and store the check row."""
         if answer is not None or code is None or view is None:
             service_id = view.id if view is not None else None
             result = CheckResult(answer or CheckAnswer.INVALID_INPUT, service_id)
+            conn.execute(_INSERT_CHECK, [self._check_row(request, view, result, now)])
+            return result
+        row = conn.execute(_FIND_CODE, {"service_id": view.id, "code": code}).one_or_none()
+        if row is None:
+            result = CheckResult(CheckAnswer.CODE_NOT_FOUND, view.id)
+            conn.execute(_INSERT_CHECK, [self._check_row(request, view, result, now)])
+            return result
+        state = code_state(row)
+        redemption = rules_.redeem(state, terms_of(row), now)
+        if redemption.outcome is not CheckOutcome.OK:
+            result = self._expired(view.id, row.id, state)
+            conn.execute(_INSERT_CHECK, [self._check_row(request, view, result, now)])
+            return result
+        use = {"code_id": row.id, "now": now, "new_valid_until": redemption.state.valid_until}
+        if self._combined:
+            pending = CheckResult(CheckAnswer.CODE_OK, view.id, row.id)
+            values = {
+                f"check_{key}": value
+                for key, value in self._check_row(request, view, pending, now).items()
+                if key not in ("answer", "code_id")
+            }
+            out = conn.execute(_USE_AND_RECORD, {**values, **use}).one()
+            return self._used(view.id, row.id, state, out.answer, out.uses_left, out.valid_until)
+        updated = conn.execute(_USE, use).one_or_none()
+        if updated is None:  # a one-use code used up by a concurrent check
+            result = self._expired(view.id, row.id, replace(state, uses_left=0))
         else:
-            result = self._redeem(conn, view.id, code, now)
+            result = self._used(
+                view.id, row.id, state, CheckAnswer.CODE_OK, updated.uses_left, updated.valid_until
+            )
         conn.execute(_INSERT_CHECK, [self._check_row(request, view, result, now)])
         return result
+
+    @staticmethod
+    def _used(
+        service_id: int,
+        code_id: int,
+        state: CodeState,
+        answer: str,
+        uses_left: int | None,
+        valid_until: datetime | None,
+    ) -> CheckResult:
+        if answer != CheckAnswer.CODE_OK:
+            return CodeChecker._expired(service_id, code_id, replace(state, uses_left=0))
+        after = replace(state, uses_left=uses_left, valid_until=valid_until)
+        return CheckResult(
+            CheckAnswer.CODE_OK, service_id, code_id, rules_.expires_at(after), uses_left
+        )
 
     async def _count_failure(
         self, request: CheckRequest, view: ServiceView | None, result: CheckResult, now: datetime
@@ -399,38 +523,6 @@ class CodeChecker:
             "answer": result.answer.value,
             "via": request.via,
         }
-
-    def _redeem(self, conn: Connection, service_id: int, code: str, now: datetime) -> CheckResult:
-        for _ in range(MAX_ATTEMPTS):
-            row = conn.execute(_FIND_CODE, {"service_id": service_id, "code": code}).one_or_none()
-            if row is None:
-                return CheckResult(CheckAnswer.CODE_NOT_FOUND, service_id)
-            state = code_state(row)
-            redemption = rules_.redeem(state, terms_of(row), now)
-            if redemption.outcome is not CheckOutcome.OK:
-                return self._expired(service_id, row.id, state)
-            used = redemption.state
-            params: dict[str, Any] = {"code_id": row.id, "now": now}
-            if state.kind is CodeKind.USES:
-                statement = _USE_COUNTED
-            elif state.kind is CodeKind.PERIOD_FROM_FIRST_USE and state.first_used_at is None:
-                statement = _USE_FIRST
-                params["valid_until"] = used.valid_until
-            else:
-                statement = _USE
-            updated = conn.execute(statement, params).one_or_none()
-            if updated is not None:
-                return CheckResult(
-                    CheckAnswer.CODE_OK,
-                    service_id,
-                    row.id,
-                    rules_.expires_at(used),
-                    updated.uses_left,
-                )
-            if state.kind is CodeKind.USES:
-                return self._expired(service_id, row.id, replace(state, uses_left=0))
-            # Another check made the first use meanwhile: read the code again.
-        raise RuntimeError(f"code {service_id}/{code} kept changing under the check")
 
     @staticmethod
     def _expired(service_id: int, code_id: int, state: CodeState) -> CheckResult:
