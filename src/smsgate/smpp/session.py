@@ -203,6 +203,8 @@ class SmppSession:
         except BaseException:
             self._window.give_slot()
             raise
+        if self._window.full:
+            self._flush()  # nothing more can follow before a response: do not wait a pass
         if self._transport.get_write_buffer_size() > self.config.write_buffer_limit:
             await self._drain()
         return future
@@ -333,6 +335,8 @@ class SmppSession:
                         self._on_response(frame)
                     else:
                         await self._on_request(frame)
+                if self._out:
+                    self._flush()  # the answers to this read, in one write
                 if frames_reader.error is not None:
                     error = frames_reader.error
                     log.warning("%s: unreadable stream: %s", self.name, error)

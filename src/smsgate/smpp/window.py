@@ -48,6 +48,11 @@ class RequestWindow:
     def __len__(self) -> int:
         return len(self._pending)
 
+    @property
+    def full(self) -> bool:
+        """True when a sender would have to wait for a slot."""
+        return self._slots.locked()
+
     async def take_slot(self) -> None:
         await self._slots.acquire()
 
