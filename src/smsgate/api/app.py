@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
 from smsgate import __version__
 from smsgate.api import access_codes, admin, bulk, hosted, links, operator, ops
+from smsgate.api.deps import refuse_nul
 from smsgate.api.problems import install_problem_handlers
 from smsgate.metrics import HTTP_LATENCY
 from smsgate.runtime import Runtime
@@ -19,6 +20,7 @@ def create_api(runtime: Runtime) -> FastAPI:
         title="smsgate",
         version=__version__,
         description="SMS micropayment and messaging gateway.",
+        dependencies=[Depends(refuse_nul)],
     )
     api.state.runtime = runtime
     install_problem_handlers(api)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from typing import Annotated, Any, TypeVar
+import re
+from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, Header, Request
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
+from starlette.types import Message
 
 from smsgate.api.deps import RuntimeDep, client_ip
 from smsgate.api.problems import Problem
@@ -26,28 +28,44 @@ from smsgate.store.models import Operator
 
 router = APIRouter(prefix="/operators", tags=["operator intake"])
 
-MAX_BODY = 16 * 1024
+MAX_BODY: Final = 16 * 1024
+MAX_FIELDS: Final = 32
+FORM: Final = ("application/x-www-form-urlencoded", "multipart/form-data")
+# As provisioning spells operator ids; anything else cannot name an operator.
+_OPERATOR_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+# PostgreSQL refuses NUL in text, and no encoding can store an unpaired surrogate (JSON's
+# "\ud800" decodes to one): such a value is refused here, not by the database with a 500.
+_NOT_TEXT: Final = re.compile("[\x00\ud800-\udfff]")
+
+
+def _text(value: str) -> str:
+    if _NOT_TEXT.search(value):
+        raise ValueError("NUL characters and unpaired surrogates are not allowed")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_text)]
 
 
 class MoIn(BaseModel):
-    message_id: str = Field(min_length=1, max_length=128, description="The operator's id.")
-    msisdn: str = Field(min_length=3, max_length=32, description="Sender, international format.")
-    short_number: str = Field(min_length=1, max_length=32)
-    text: str = Field(default="", max_length=2000)
+    message_id: Text = Field(min_length=1, max_length=128, description="The operator's id.")
+    msisdn: Text = Field(min_length=3, max_length=32, description="Sender, international format.")
+    short_number: Text = Field(min_length=1, max_length=32)
+    text: Text = Field(default="", max_length=2000)
 
 
 class DlrIn(BaseModel):
-    message_id: str = Field(min_length=1, max_length=128)
-    status: str = Field(
+    message_id: Text = Field(min_length=1, max_length=128)
+    status: Text = Field(
         min_length=1, max_length=16, description="SMPP receipt word: DELIVRD, UNDELIV, ..."
     )
-    error_code: str = Field(default="", max_length=32)
+    error_code: Text = Field(default="", max_length=32)
 
 
 class CallIn(BaseModel):
-    call_id: str = Field(min_length=1, max_length=128)
-    msisdn: str = Field(min_length=3, max_length=32, alias="from")
-    number: str = Field(min_length=1, max_length=32, alias="to")
+    call_id: Text = Field(min_length=1, max_length=128)
+    msisdn: Text = Field(min_length=3, max_length=32, alias="from")
+    number: Text = Field(min_length=1, max_length=32, alias="to")
 
 
 class Accepted(BaseModel):
@@ -59,7 +77,9 @@ class Accepted(BaseModel):
 
 
 def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    schema = {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+    # Inline: the body is parsed by hand (JSON or form), so FastAPI never adds the model to
+    # the document's components and a $ref to it would dangle.
+    schema = {"schema": model.model_json_schema()}
     return {
         "requestBody": {
             "required": True,
@@ -71,33 +91,75 @@ def _body_schema(model: type[BaseModel]) -> dict[str, Any]:
 M = TypeVar("M", bound=BaseModel)
 
 
+def _too_large() -> Problem:
+    return Problem(413, "Request body too large", f"At most {MAX_BODY} bytes.")
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, read no further than MAX_BODY: a larger one is refused, not buffered."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY:
+        raise _too_large()
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise _too_large()
+    return bytes(body)
+
+
+async def _form(request: Request, body: bytes) -> dict[str, Any]:
+    """The fields of a form body (urlencoded or multipart), parsed from the bytes read."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    # A malformed form raises HTTPException(400), answered as a problem.
+    form = await Request(request.scope, replay).form(max_files=0, max_fields=MAX_FIELDS)
+    try:
+        return {key: value for key, value in form.items() if isinstance(value, str)}
+    finally:
+        await form.close()
+
+
 async def _parse(request: Request, model: type[M]) -> M:
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise Problem(413, "Request body too large", f"At most {MAX_BODY} bytes.")
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json" and content_type not in FORM:
+        raise Problem(
+            415, "Unsupported media type", "Send application/json or a form (urlencoded)."
+        )
+    body = await _read_body(request)
     try:
         if content_type == "application/json":
             data = json.loads(body or b"null")
             if not isinstance(data, dict):
                 raise Problem(422, "Invalid request", "The body must be a JSON object.")
         else:
-            data = dict((await request.form()).items())
+            data = await _form(request, body)
         return model.model_validate(data)
-    except (ValueError, UnicodeDecodeError) as error:
-        if isinstance(error, ValidationError):
-            errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
-            raise Problem(
-                422, "Invalid request", "The request failed validation.", errors=errors
-            ) from None
+    except ValidationError as error:
+        errors = [{"loc": list(e["loc"]), "msg": e["msg"]} for e in error.errors()]
+        raise Problem(
+            422, "Invalid request", "The request failed validation.", errors=errors
+        ) from None
+    except (ValueError, RecursionError):
+        # Not JSON, not UTF-8/16/32, nested deeper than the parser goes, or an integer
+        # longer than Python converts.
         raise Problem(400, "Malformed body", "The body could not be parsed.") from None
 
 
 async def _authenticate(
     runtime: Runtime, operator_id: str, secret: str | None, address: str
 ) -> Operator:
-    async with runtime.sessions() as session:
-        operator = await session.get(Operator, operator_id)
+    operator: Operator | None = None
+    if _OPERATOR_ID.fullmatch(operator_id):
+        async with runtime.sessions() as session:
+            operator = await session.get(Operator, operator_id)
     # The same answer for an unknown operator and a wrong secret: no hint that an id exists.
     expected = operator.intake_secret_hash if operator is not None else None
     if operator is None or not expected or not verify_token(secret or "", expected):
