@@ -59,7 +59,7 @@ from smsgate.smpp.pdu import (
     Tlvs,
     UnsuccessSme,
 )
-from smsgate.smpp.session import IncomingPdu, SessionConfig, SmppSession
+from smsgate.smpp.session import HandlerResult, IncomingPdu, SessionConfig, SmppSession
 from smsgate.smpp.states import BindState, Role
 
 log = logging.getLogger(__name__)
@@ -195,11 +195,36 @@ class Connection:
             BindTransceiver: self._bind,
         }
 
-    async def handle(self, pdu: IncomingPdu) -> Response | None:
+    def handle(self, pdu: IncomingPdu) -> HandlerResult:
+        # The hot path, a submit_sm with no fault switched on, is answered at once: a plain
+        # result saves the session a task per message. Everything else runs as a coroutine.
+        if type(pdu) is SubmitSm and not self.state.faults:
+            return self._submit_sm_now(pdu)
         handler = self._handlers.get(type(pdu))
         if handler is None:
             raise PduError(S.ESME_RINVCMDID, f"{pdu.command_id.name} is not handled")
-        return await handler(pdu)
+        return handler(pdu)
+
+    def _submit_sm_now(self, pdu: SubmitSm) -> HandlerResult:
+        message_id, receipt, tracked = self._accept(
+            pdu.source_addr,
+            pdu.destination_addr,
+            pdu.esm_class,
+            pdu.data_coding,
+            body_of(pdu.short_message, pdu.tlvs),
+            pdu.tlvs,
+            pdu.registered_delivery,
+        )
+        response = SubmitSmResp(message_id=message_id)
+        if receipt is None:
+            return response
+        return self._after_receipt(receipt, tracked, response)
+
+    async def _after_receipt(
+        self, receipt: DeliverSm, tracked: Tracked, response: Response
+    ) -> Response:
+        await self._receipt_first(receipt, tracked)
+        return response
 
     # --- binds -------------------------------------------------------------------------------
 
