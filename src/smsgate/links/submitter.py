@@ -28,7 +28,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
@@ -42,6 +42,7 @@ from smsgate.domain.clock import Clock
 from smsgate.domain.errors import TextError
 from smsgate.domain.receipts import canonical_submit_id
 from smsgate.domain.throttle import TokenBucket
+from smsgate.links import sqlite_batches
 from smsgate.links.pdus import ClaimedMt, submit_pdus
 from smsgate.links.settings import LinkSettings
 from smsgate.links.state import LinkState
@@ -188,7 +189,11 @@ class Submitter:
         async with self._sessions() as session, session.begin():
             # Core on the connection: the ORM's UPDATE ... RETURNING costs more than SQLite.
             connection = await session.connection()
-            rows = (await connection.execute(claim)).all()
+            rows: Sequence[Any]
+            if connection.dialect.name == "sqlite":
+                rows = await sqlite_batches.claim(connection, self.settings.operator_id, now, limit)
+            else:
+                rows = (await connection.execute(claim)).all()
             retried = [row[0] for row in rows if row[5] > 1]
             done = await _accepted_parts(session, retried) if retried else {}
         claimed = [

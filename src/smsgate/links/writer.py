@@ -18,6 +18,8 @@ from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from smsgate.domain.clock import Clock
+from smsgate.links import sqlite_batches
+from smsgate.links.sqlite_batches import PartRow
 from smsgate.links.state import LinkState
 from smsgate.services.dlr import attach_operator_message_id
 from smsgate.store.models import DeliveryReport, MtMessage, MtPart
@@ -154,7 +156,7 @@ class ResultWriter:
         # submitted_at is when the outcome is written, within GATHER_SECONDS of the response.
         now = self._clock.now()
         op = self._operator_id
-        parts: list[_PartRow] = []
+        parts: list[PartRow] = []
         submitted: list[int] = []
         finals: list[dict[str, Any]] = []
         requeued: list[dict[str, Any]] = []
@@ -165,22 +167,13 @@ class ResultWriter:
             if outcome.retried:
                 retried.append(mt_id)
             for part_no in outcome.waiting_parts:
-                parts.append((mt_id, part_no, op, None, "queued", "", False))
+                parts.append((mt_id, part_no, None, "queued", "", False))
             for part in outcome.parts:
                 status = part.status
                 if status == "submitted" and part.message_id:
                     message_ids.append(part.message_id)
-                parts.append(
-                    (
-                        mt_id,
-                        part.part_no,
-                        op,
-                        part.message_id or None,
-                        status,
-                        part.error[:32],
-                        True,
-                    )
-                )
+                message_id = part.message_id or None
+                parts.append((mt_id, part.part_no, message_id, status, part.error[:32], True))
             if outcome.status == "submitted":
                 submitted.append(mt_id)
             elif outcome.status == "queued":
@@ -210,9 +203,15 @@ class ResultWriter:
                 await connection.execute(
                     delete(_PARTS).where(_PARTS.c.mt_id.in_(chunk), _PARTS.c.status == "submitting")
                 )
+            sqlite = connection.dialect.name == "sqlite"
             if parts:
-                await _insert_parts(connection, parts, now)
-            for chunk in _chunks(submitted):
+                if sqlite:
+                    await sqlite_batches.insert_parts(connection, op, parts, now)
+                else:
+                    await _insert_parts(connection, op, parts, now)
+            if submitted and sqlite:
+                await sqlite_batches.mark_submitted(connection, submitted, now)
+            for chunk in _chunks(submitted) if not sqlite else ():
                 await connection.execute(
                     update(_MT)
                     .where(_MT.c.id.in_(chunk), _MT.c.status == "submitting")
@@ -257,50 +256,23 @@ class ResultWriter:
             await attach_operator_message_id(session, part, part.operator_message_id, now=now)
 
 
-# mt_id, part_no, operator_id, operator_message_id, status, error_code, sent (has submitted_at)
-_PartRow = tuple[int, int, str, str | None, str, str, bool]
-_INSERT_PARTS_SQLITE: Final = (
-    "INSERT INTO mt_parts (mt_id, part_no, operator_id, operator_message_id, status, "
-    "error_code, submitted_at, done_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-
-
-async def _insert_parts(connection: AsyncConnection, parts: list[_PartRow], now: datetime) -> None:
-    """Insert part rows. On SQLite through the driver: SQLAlchemy's per-row parameter
-    processing (a datetime formatted per row) costs more than SQLite's insert."""
-    dialect = connection.dialect
-    if dialect.name == "sqlite":
-        stamp = _PARTS.c.submitted_at.type.bind_processor(dialect)
-        at = stamp(now) if stamp else now
-        rows = [
-            (
-                mt_id,
-                part_no,
-                op,
-                message_id,
-                status,
-                error,
-                at if sent else None,
-                at if status == "failed" else None,
-            )
-            for mt_id, part_no, op, message_id, status, error, sent in parts
-        ]
-        await connection.exec_driver_sql(_INSERT_PARTS_SQLITE, rows)
-        return
+async def _insert_parts(
+    connection: AsyncConnection, operator_id: str, parts: list[PartRow], now: datetime
+) -> None:
     await connection.execute(
         insert(_PARTS),
         [
             {
                 "mt_id": mt_id,
                 "part_no": part_no,
-                "operator_id": op,
+                "operator_id": operator_id,
                 "operator_message_id": message_id,
                 "status": status,
                 "error_code": error,
                 "submitted_at": now if sent else None,
                 "done_at": now if status == "failed" else None,
             }
-            for mt_id, part_no, op, message_id, status, error, sent in parts
+            for mt_id, part_no, message_id, status, error, sent in parts
         ],
     )
 
