@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 from urllib.parse import parse_qsl
 
@@ -316,9 +316,15 @@ BeforeId = Annotated[int | None, Query(ge=1, description="next_before_id of the 
 Msisdn = Annotated[str | None, Query(max_length=32, pattern=r"^\+?[0-9]{1,20}$")]
 
 
+_EARLIEST: Final = datetime.min.replace(tzinfo=UTC)
+_LATEST: Final = datetime.max.replace(tzinfo=UTC)
+
+
 def _aware(when: datetime | None) -> datetime | None:
     if when is not None and when.tzinfo is None:
         raise Problem(422, "Invalid request", "Times need a zone offset, e.g. 2026-01-31T10:00Z.")
+    if when is not None and not _EARLIEST < when < _LATEST:  # else no UTC time in the database
+        raise Problem(422, "Invalid request", "Times lie between the years 1 and 9999 in UTC.")
     return when
 
 
