@@ -171,7 +171,9 @@ async def handle_mo(
         log.error("service %s: no free access code left", service.id)
         await _reject(session, mo, ctx, "code space exhausted")
         return
-    tz = await _merchant_zone(session, service.merchant_id)
+    # Only {valid_until} needs the merchant's time zone: spare the query otherwise.
+    needs_zone = "{valid_until}" in config.reply_template
+    tz = await _merchant_zone(session, service.merchant_id) if needs_zone else UTC
     try:
         text = render_reply(config, code, state, service=service.keyword, msisdn=mo.msisdn, tz=tz)
         parts = count_parts(text)
