@@ -22,7 +22,8 @@ from smsgate.api.bulk_rest import (
     bulk_bans,
 )
 from smsgate.api.deps import RuntimeDep, client_ip
-from smsgate.services.bulk import BulkRequest, Refusal, Refused, send_one
+from smsgate.services.bulk import BulkRequest, Refusal, Refused
+from smsgate.services.bulk_queue import accept_queue
 
 router = APIRouter()
 router.include_router(bulk_rest.router)
@@ -83,14 +84,14 @@ async def send_bulk(request: Request, runtime: RuntimeDep) -> PlainTextResponse:
     service_id = _positive_id(params.get("service_id"))
     msisdn = params.get("msisdn", "")
     text = params.get("text", "")
-    if user_id is None or service_id is None or not msisdn.strip() or not text:
+    # A NUL has no place in a text (and PostgreSQL cannot store it).
+    if user_id is None or service_id is None or not msisdn.strip() or not text or "\x00" in text:
         await bans.record_failure(BAN_SCOPE, address, BAN_POLICY, now)
         return _word(Refusal.INVALID_INPUT.word)
     if len(text) > MAX_TEXT_CHARS:
         return _word(Refusal.TOO_LONG.word)
     extended = params.get("extended", "").strip().lower() == "yes"
-    result = await send_one(
-        runtime.sessions,
+    result = await accept_queue(runtime.sessions).send(
         BulkRequest(
             service_id=service_id,
             user_id=user_id,

@@ -30,10 +30,9 @@ from smsgate.services.bulk import (
     Refusal,
     Refused,
     SendResult,
-    send_many,
-    send_one,
 )
 from smsgate.services.bulk_messages import MessageView, load_message
+from smsgate.services.bulk_queue import accept_queue
 from smsgate.store.models import Merchant, Service
 
 router = APIRouter()
@@ -133,7 +132,7 @@ class ProblemOut(BaseModel):
     title: str
     status: int
     detail: str = ""
-    code: str = Field(description="The send_bulk.php word for the same refusal.")
+    code: str = Field("", description="The send_bulk.php word for the same refusal, if any.")
     retry_at: datetime | None = Field(
         default=None, description="Limits: when the same message could be accepted."
     )
@@ -272,7 +271,7 @@ async def post_message(
         )
 
     if isinstance(body.to, str):
-        result = await send_one(runtime.sessions, make(body.to, idempotency_key), now=now)
+        result = await accept_queue(runtime.sessions).send(make(body.to, idempotency_key), now=now)
         if isinstance(result, Refused):
             return _refusal_response(result, now)
         runtime.wake_links()
@@ -283,7 +282,7 @@ async def post_message(
         make(msisdn, f"{idempotency_key}:{index}" if idempotency_key else None)
         for index, msisdn in enumerate(body.to)
     ]
-    results = await send_many(runtime.sessions, requests, now=now)
+    results = await accept_queue(runtime.sessions).send_all(requests, now=now)
     if any(isinstance(r, Accepted) for r in results):
         runtime.wake_links()
     response.status_code = 200
@@ -408,6 +407,8 @@ class OptOutList(BaseModel):
 
 
 async def _own_bulk_service(runtime: Runtime, service_id: int, merchant_id: int) -> None:
+    if not 0 < service_id <= MAX_ID:  # beyond BIGINT: no such service, not a database error
+        raise Problem(404, "Unknown service", "No such bulk service for this merchant.")
     async with runtime.sessions() as session:
         found = await session.scalar(
             select(Service.id).where(

@@ -461,7 +461,8 @@ def text_matches(patterns: Sequence[str], text: str) -> bool:
 # --- transactions ----------------------------------------------------------------------------
 
 
-def _count(result: SendResult, via: str) -> None:
+def count_result(result: SendResult, via: str) -> None:
+    """The accepted/refused metrics for one answered request."""
     if isinstance(result, Accepted):
         if not result.duplicate:
             BULK_ACCEPTED.labels(via).inc()
@@ -490,7 +491,7 @@ async def send_one(
             result = await _by_idempotency_key(session, request.service_id, request.idempotency_key)
         if result is None:
             raise
-    _count(result, request.via)
+    count_result(result, request.via)
     return result
 
 
@@ -498,16 +499,19 @@ async def send_many(
     sessions: async_sessionmaker[AsyncSession],
     requests: Sequence[BulkRequest],
     *,
-    now: datetime,
+    now: datetime | Sequence[datetime],
 ) -> list[SendResult]:
     """Many messages in one transaction, each in its own savepoint: a refused recipient is
-    rolled back alone, and every accepted one commits at once, before anyone is answered."""
+    rolled back alone, and every accepted one commits at once, before anyone is answered.
+
+    ``now`` is one instant for all, or each request's own (when each arrived)."""
+    nows = [now] * len(requests) if isinstance(now, datetime) else list(now)
     results: list[SendResult] = []
     async with sessions() as session, session.begin():
-        for request in requests:
+        for request, at in zip(requests, nows, strict=True):
             savepoint = await session.begin_nested()
             try:
-                result = await accept(session, request, now=now)
+                result = await accept(session, request, now=at)
             except IntegrityError:
                 await savepoint.rollback()
                 earlier = None
@@ -525,5 +529,5 @@ async def send_many(
                 await savepoint.commit()
             results.append(result)
     for request, result in zip(requests, results, strict=True):
-        _count(result, request.via)
+        count_result(result, request.via)
     return results

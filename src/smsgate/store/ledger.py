@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import Table, func, insert, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -300,6 +300,74 @@ async def charge_merchant(
         assert existing is not None
         return await _repeated(session, existing, merchant_id, -amount_minor, currency)
     return Posting(entry_id, -amount_minor, debited, created=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One debit of a batch: what for (``ref``), how much (> 0), and a memo."""
+
+    ref: str
+    amount_minor: int
+    memo: str = ""
+
+
+async def charge_merchant_many(
+    session: AsyncSession,
+    *,
+    merchant_id: int,
+    charges: Sequence[Charge],
+    currency: str,
+    kind: str,
+    now: datetime,
+    allow_credit: bool = True,
+) -> int:
+    """Take every charge, all or none, as :func:`charge_merchant` takes one; returns the
+    balance after them.
+
+    One conditional UPDATE moves the balance by the total (never below ``-credit``), then
+    the entries are inserted in one statement. For new refs only (the messages of a batch
+    just written): a ref booked before fails the insert, and with it the transaction.
+    """
+    if not charges:
+        return await cached_balance(session, merchant_id)
+    if any(charge.amount_minor <= 0 for charge in charges):
+        raise ValueError("a charge is a positive amount")
+    total = sum(charge.amount_minor for charge in charges)
+    floor = -Merchant.credit_minor if allow_credit else literal(0)
+    debited = (
+        await session.execute(
+            update(Merchant)
+            .where(
+                Merchant.id == merchant_id,
+                Merchant.currency == currency,
+                Merchant.balance_minor - total >= floor,
+            )
+            .values(balance_minor=Merchant.balance_minor - total)
+            .returning(Merchant.balance_minor)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one_or_none()
+    if debited is None:
+        raise await _refusal(session, merchant_id, total, currency, allow_credit)
+    account = merchant_account(merchant_id)
+    connection = await session.connection()
+    await connection.execute(
+        insert(cast(Table, LedgerEntry.__table__)),
+        [
+            {
+                "account": account,
+                "merchant_id": merchant_id,
+                "kind": kind,
+                "amount_minor": -charge.amount_minor,
+                "currency": currency,
+                "ref": charge.ref,
+                "memo": charge.memo[:255],
+                "created_at": now,
+            }
+            for charge in charges
+        ],
+    )
+    return int(debited)
 
 
 async def _repeated(

@@ -31,14 +31,16 @@ async def pg_runtime(pg_database_url: str) -> AsyncIterator[Runtime]:
     await runtime.engine.dispose()
 
 
-async def fire(base_url: str, count: int, **params: Any) -> Counter[str]:
-    """``count`` requests at once, each with its own recipient; the answers counted."""
+async def fire(base_url: str | list[str], count: int, **params: Any) -> Counter[str]:
+    """``count`` requests at once, each with its own recipient, spread over the gateways;
+    the answers counted."""
+    urls = [base_url] if isinstance(base_url, str) else base_url
     limits = httpx2.Limits(max_connections=count, max_keepalive_connections=count)
-    async with httpx2.AsyncClient(base_url=base_url, limits=limits, timeout=60) as client:
+    async with httpx2.AsyncClient(limits=limits, timeout=60) as client:
 
         async def one(index: int) -> str:
             response = await client.get(
-                "/users/send_bulk.php",
+                f"{urls[index % len(urls)]}/users/send_bulk.php",
                 params={
                     "user_id": MERCHANT_ID,
                     "service_id": SERVICE_ID,
@@ -74,6 +76,24 @@ async def test_100_parallel_requests_against_a_daily_limit_of_10(pg_runtime: Run
     mts, entries, counters, balance = await totals(pg_runtime)
     assert (mts, entries, balance) == (10, 10, -50)
     assert counters == {"d:2026-03-10": 10, "m:2026-03": 10}
+
+
+async def test_two_gateways_share_a_limit_exactly(
+    pg_runtime: Runtime, pg_database_url: str
+) -> None:
+    """Two processes' worth of gateways (each its own engine, pool and batches) on one
+    database: the counters are locked across their transactions."""
+    async with pg_runtime.sessions() as session, session.begin():
+        await provision(session, limit_day=37, price="0.05")
+    other = build_runtime(Settings(database_url=pg_database_url), clock=FakeClock(T_START))
+    try:
+        async with serve_api(pg_runtime) as first, serve_api(other) as second:
+            answers = await fire([first, second], 120)
+    finally:
+        await other.engine.dispose()
+    assert answers == Counter({"MSG_OK": 37, "LIMIT_DAY": 83})
+    mts, entries, counters, balance = await totals(pg_runtime)
+    assert (mts, entries, balance, counters) == (37, 37, -185, {"d:2026-03-10": 37})
 
 
 async def test_parts_against_a_limit_that_is_not_a_multiple(pg_runtime: Runtime) -> None:
