@@ -19,9 +19,10 @@ from smsgate.api.bulk_rest import (
     BAN_SCOPE,
     MAX_ID,
     MAX_TEXT_CHARS,
+    RuntimeDep,
     bulk_bans,
 )
-from smsgate.api.deps import RuntimeDep, client_ip
+from smsgate.api.deps import client_ip
 from smsgate.services.bulk import BulkRequest, Refusal, Refused
 from smsgate.services.bulk_queue import accept_queue
 
