@@ -98,7 +98,10 @@ async def list_codes(
     if flt.msisdn:
         query = query.where(AccessCode.msisdn == _digits(flt.msisdn))
     if flt.code:
-        query = query.where(AccessCode.code == rules_.normalize_code_input(flt.code))
+        code = rules_.normalize_code_input(flt.code)
+        if not (code.isascii() and code.isalnum()):
+            return Page([], None)  # no code has such characters (and NUL never reaches SQL)
+        query = query.where(AccessCode.code == code)
     if flt.status == rules_.CodeStatus.USED.value:
         query = query.where(AccessCode.status == flt.status)
     elif flt.status is not None:

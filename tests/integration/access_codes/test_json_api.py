@@ -136,3 +136,14 @@ async def test_the_openapi_document_describes_the_api(client: httpx2.AsyncClient
     assert "post" in paths["/api/v1/services/{service_id}/codes/check"]
     assert "get" in paths["/api/v1/services/{service_id}/codes"]
     assert "get" in paths["/api/v1/services/{service_id}/code-checks"]
+
+
+async def test_a_code_filter_no_code_can_match_finds_nothing(
+    runtime: Runtime, client: httpx2.AsyncClient
+) -> None:
+    await _issue(runtime, "KOD", "m-1", "359888000001")
+    url = "/api/v1/services/102/codes"
+    for code in ("ab-cd", "\ud7ff", "é", "  "):
+        response = await client.get(url, params={"code": code}, headers=AUTH)
+        assert response.status_code == 200, code
+        assert response.json() == {"items": [], "next_before_id": None}
