@@ -99,6 +99,7 @@ class OperatorLink:
             write_lock,
             on_committed=runtime.wake_links,
             on_unmatched=self.submitter.writer.receipt_unmatched,
+            before_receipts=self.submitter.writer.flush,
         )
         self._backoff = RetryPolicy(
             base_seconds=settings.reconnect_min_seconds,

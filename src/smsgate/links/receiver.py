@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -87,6 +87,7 @@ class Receiver:
         write_lock: asyncio.Lock,
         on_committed: Callable[[], None] = lambda: None,
         on_unmatched: Callable[[str], None] = lambda message_id: None,
+        before_receipts: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.settings = settings
         self._sessions = sessions
@@ -96,6 +97,7 @@ class Receiver:
         self._lock = write_lock
         self._on_committed = on_committed
         self._on_unmatched = on_unmatched
+        self._before_receipts = before_receipts
         self._queue: list[_Item] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -181,6 +183,10 @@ class Receiver:
         results: list[_Result] = []
         async with contextlib.AsyncExitStack() as stack:
             if any(is_receipt(item.pdu) for item in batch):
+                if self._before_receipts is not None:
+                    # Write the submit outcomes waiting in memory first, so that receipts
+                    # find their parts (most SMSCs answer with the receipt at once).
+                    await self._before_receipts()
                 await stack.enter_async_context(self._lock)
             session = await stack.enter_async_context(self._sessions())
             await stack.enter_async_context(session.begin())
