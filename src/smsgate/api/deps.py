@@ -24,9 +24,23 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else ""
 
 
-# A JSON string escape of NUL: "\u0000" preceded by an even number of backslashes (an odd
-# number makes it the text "\u0000", which is harmless).
-_JSON_NUL: Final = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+# A JSON \uXXXX escape: preceded by an even number of backslashes (after an odd number it is
+# the text "\uXXXX", which is harmless).
+_JSON_ESCAPE: Final = re.compile(rb"(?<!\\)(?:\\\\)*\\u([0-9a-fA-F]{4})")
+
+
+def _unstorable_escape(body: bytes) -> bool:
+    """Whether a JSON body escapes a NUL or a surrogate without its pair: neither can be
+    stored, nor even encoded as UTF-8 to be echoed back."""
+    pending_high = -1  # where the escape after a high surrogate must start
+    for match in _JSON_ESCAPE.finditer(body):
+        code = int(match.group(1), 16)
+        if pending_high >= 0 and not (0xDC00 <= code <= 0xDFFF and match.start() == pending_high):
+            return True
+        if code == 0 or (0xDC00 <= code <= 0xDFFF and pending_high < 0):
+            return True
+        pending_high = match.end() if 0xD800 <= code <= 0xDBFF else -1
+    return pending_high >= 0
 
 
 MAX_SCANNED_BODY: Final = 1024 * 1024
@@ -45,11 +59,14 @@ def _scanned_body(request: Request) -> bool:
 
 async def refuse_nul(request: Request) -> None:
     """No parameter of any JSON endpoint may hold a NUL character: it has no meaning in an id,
-    a number or a text, and PostgreSQL refuses it in text (the answer would be a 500). Checked
+    a number or a text, and PostgreSQL refuses it in text (the answer would be a 500); nor may
+    a JSON string hold an unpaired surrogate (no encoding can store or echo it). Checked
     once for the whole application: path and query parameters, headers, and a JSON body (read
     here once; the handler gets the same bytes). The seed endpoints (``*.php``) answer in
     their own words and do their own checks."""
-    if request.url.path.endswith(".php"):
+    # The scope's path, not request.url: building the URL decodes the raw query string as
+    # UTF-8, and a client may send any bytes there.
+    if str(request.scope.get("path", "")).endswith(".php"):
         return
     parameters = (
         *request.path_params.items(),
@@ -59,5 +76,7 @@ async def refuse_nul(request: Request) -> None:
     for name, value in parameters:
         if "\x00" in name or "\x00" in str(value):
             raise Problem(400, "NUL character", f"The parameter {name[:64]!r} holds a NUL.")
-    if _scanned_body(request) and _JSON_NUL.search(await request.body()):
-        raise Problem(400, "NUL character", "A string in the body holds a NUL (\\u0000).")
+    if _scanned_body(request) and _unstorable_escape(await request.body()):
+        raise Problem(
+            400, "Invalid character", "A string holds a NUL or an unpaired surrogate escape."
+        )

@@ -62,7 +62,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, _exc: Exception) -> JSONResponse:
         # A safety net, not a policy: every bug that lands here is a bug to fix (the fuzz tests
         # fail on any 5xx). The caller gets a problem instead of a bare "Internal Server Error".
-        log.exception("unhandled error in %s %s", request.method, request.url.path)
+        log.exception("unhandled error in %s %s", request.method, request.scope.get("path"))
         return problem_response(500, "Internal Server Error", "The error has been logged.")
 
     document_problems(app)
