@@ -24,7 +24,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -43,6 +43,7 @@ from smsgate.smpp import (
     DeliverSm,
     DeliverSmResp,
     EnquireLink,
+    Handler,
     IncomingPdu,
     Outbind,
     PduError,
@@ -104,7 +105,7 @@ class Receiver:
         self._probes: set[asyncio.Task[None]] = set()
         self.batches = 0
 
-    def handler_for(self, session: SmppSession, connection_id: str) -> Callable[..., Any]:
+    def handler_for(self, session: SmppSession, connection_id: str) -> Handler:
         """The request handler of one session (``connection_id`` names that connection)."""
 
         async def handle(pdu: IncomingPdu) -> Response | None:
