@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 from fastapi import FastAPI
 from pydantic import SecretStr
+from starlette.types import ASGIApp
 
 from smsgate.api.app import create_api
 from smsgate.app import build_runtime
@@ -279,7 +280,7 @@ class RawResponse:
 
 
 async def call_raw(
-    app: FastAPI,
+    app: ASGIApp,
     method: str,
     path: bytes,
     *,

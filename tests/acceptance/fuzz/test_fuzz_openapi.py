@@ -13,15 +13,10 @@ content type, headers, body schema).
 
 from __future__ import annotations
 
-import copy
 import re
-import time
-from datetime import timedelta
 from typing import Any
 
-import httpx2
 import pytest
-import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, event, given, note, settings
 from hypothesis import strategies as st
@@ -37,6 +32,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.parameters import ParameterLocation
 from schemathesis.schemas import APIOperation
+from tests.acceptance.fuzz.cases import Slot, put, send_case
 from tests.acceptance.fuzz.fuzz_env import (
     ADMIN_TOKEN,
     API_KEY,
@@ -50,7 +46,6 @@ from tests.acceptance.fuzz.fuzz_env import (
     SHORT_NUMBERS,
     Gateway,
     RawResponse,
-    call_raw,
 )
 
 from smsgate.api.app import create_api
@@ -168,7 +163,6 @@ HOSTILE_STRINGS = st.sampled_from(["\x00", "a\x00b", "%00", "\u202e", "😀" * 3
 HOSTILE_JSON_STRINGS = st.one_of(
     HOSTILE_STRINGS, st.sampled_from(["x" * 70_000, "\ud800", "a\udfffb"])
 )
-Slot = tuple[Any, ...]
 
 
 def _string_slots(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -204,71 +198,8 @@ def plant_hostile_string(case: Case, data: st.DataObject) -> tuple[Slot, str] | 
     value = data.draw(strings, label="hostile string")
     if re.search("[\ud800-\udfff]", value):
         return slot, value
-    _put(container, slot, value)
+    put(container, slot, value)
     return None
-
-
-def _put(container: Any, slot: Slot, value: str) -> None:
-    for key in slot[:-1]:
-        container = container[key]
-    container[slot[-1]] = value
-
-
-# --- sending ---------------------------------------------------------------------------------
-
-
-def _latin1(value: str) -> bytes:
-    # As http.client sends header values; a character beyond latin-1 goes out as UTF-8 bytes.
-    try:
-        return value.encode("latin-1")
-    except UnicodeEncodeError:
-        return value.encode("utf-8")
-
-
-async def send(
-    gateway: Gateway, case: Case, client: str, surrogate: tuple[Slot, str] | None = None
-) -> tuple[RawResponse, httpx2.Response]:
-    """Serialise the case exactly as schemathesis' own transport does, and hand the bytes to
-    the application over raw ASGI."""
-    kwargs = case.as_transport_kwargs(base_url="http://gw")
-    if surrogate is not None and kwargs.get("json") is not None:
-        kwargs["json"] = copy.deepcopy(kwargs["json"])
-        _put(kwargs["json"], *surrogate)
-    prepared = requests.Request(
-        method=kwargs["method"],
-        url=kwargs["url"],
-        headers=kwargs.get("headers"),
-        params=kwargs.get("params"),
-        cookies=kwargs.get("cookies"),
-        json=kwargs.get("json"),
-        data=kwargs.get("data"),
-        files=kwargs.get("files"),
-    ).prepare()
-    path, _, query = (prepared.path_url or "/").partition("?")
-    body = prepared.body or b""
-    if isinstance(body, str):
-        body = body.encode("utf-8")
-    headers = [
-        (name.lower().encode("latin-1"), _latin1(value))
-        for name, value in prepared.headers.items()
-        if name.lower() != "content-length"
-    ]
-    started = time.perf_counter()
-    raw = await call_raw(
-        gateway.app,
-        case.method.upper(),
-        path.encode("latin-1"),
-        query=query.encode("latin-1"),
-        headers=headers,
-        body=body,
-        client=client,
-    )
-    request = httpx2.Request(case.method.upper(), str(prepared.url), headers=headers, content=body)
-    response = httpx2.Response(
-        raw.status, headers=list(raw.headers.items()), content=raw.body, request=request
-    )
-    response.elapsed = timedelta(seconds=time.perf_counter() - started)
-    return raw, response
 
 
 # --- checks ----------------------------------------------------------------------------------
@@ -319,7 +250,7 @@ async def test_operation_answers_any_input_without_server_error(
     note(f"{case.method} {case.formatted_path} query={case.query!r} headers={case.headers!r}")
     note(f"body={case.body!r} media_type={case.media_type!r} client={client}")
     note(f"unpaired surrogate in the body: {surrogate!r}")
-    raw, response = await send(gateway, case, client, surrogate)
+    raw, response = await send_case(gateway.app, case, client, surrogate)
     assert raw.status < 500, (raw.status, raw.body[:2000])
     event(f"{mode.value}: {raw.status}")
     if _json_endpoint(operation):
