@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsgate.api.app import create_api
@@ -42,6 +43,9 @@ def install_service_handlers(runtime: Runtime) -> None:
     from smsgate.services.access_codes import make_mo_handler
 
     runtime.mo_handlers["access_code"] = make_mo_handler()
+    from smsgate.services.optouts import handle_bulk_mo
+
+    runtime.mo_handlers["bulk"] = handle_bulk_mo
 
 
 class _QuietServer(uvicorn.Server):
@@ -62,8 +66,14 @@ class Component:
 
 
 def make_components(
-    runtime: Runtime, *, api: bool = True, worker: bool = True, links: bool = True
+    runtime: Runtime,
+    *,
+    api: bool = True,
+    worker: bool = True,
+    links: bool = True,
+    routers: Sequence[APIRouter] = (),
 ) -> list[Component]:
+    """The parts to run; ``routers`` are mounted beside the API's own (the demo's extras)."""
     components: list[Component] = []
     if worker:
         from smsgate.worker.runner import Worker, default_handlers
@@ -71,8 +81,11 @@ def make_components(
         job_worker = Worker(runtime, default_handlers(runtime))
         components.append(Component("worker", job_worker.run, job_worker.stop))
     if api:
+        http_app = create_api(runtime)
+        for router in routers:
+            http_app.include_router(router)
         config = uvicorn.Config(
-            create_api(runtime),
+            http_app,
             host=runtime.settings.http_host,
             port=runtime.settings.http_port,
             log_config=None,
