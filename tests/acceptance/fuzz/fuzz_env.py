@@ -289,9 +289,11 @@ async def call_raw(
     body: bytes = b"",
     client: str = "127.0.0.1",
     chunk: int = 64 * 1024,
+    sink: list[dict[str, Any]] | None = None,
 ) -> RawResponse:
     """One request as an ASGI server would pass it on: path, query string, headers and body
-    are bytes as they came off the wire (the body in chunks of ``chunk`` bytes)."""
+    are bytes as they came off the wire (the body in chunks of ``chunk`` bytes). ``sink``
+    collects the ASGI messages sent, for a caller that expects the application to raise."""
     sent_headers = [(b"host", b"gw"), *(headers or [])]
     if body and not any(name.lower() == b"content-length" for name, _ in sent_headers):
         sent_headers.append((b"content-length", str(len(body)).encode()))
@@ -310,7 +312,7 @@ async def call_raw(
         "server": ("gw", 80),
     }
     chunks = [body[i : i + chunk] for i in range(0, len(body), chunk)] or [b""]
-    messages: list[dict[str, Any]] = []
+    messages: list[dict[str, Any]] = [] if sink is None else sink
 
     async def receive() -> dict[str, Any]:
         if chunks:
