@@ -13,7 +13,7 @@ import json
 import re
 from typing import Annotated, Any, Final, TypeVar
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
 from starlette.types import Message
 
@@ -189,52 +189,54 @@ AuthHeader = Annotated[str | None, Header(description="Bearer <intake secret>")]
 SecretHeader = Annotated[str | None, Header(description="The intake secret, as an alternative")]
 
 
-@router.post("/{operator_id}/mo", response_model=Accepted, openapi_extra=_body_schema(MoIn))
-async def push_mo(
+async def _authorized_operator(
     operator_id: str,
     request: Request,
     runtime: RuntimeDep,
     authorization: AuthHeader = None,
     x_operator_secret: SecretHeader = None,
-) -> Accepted:
-    await _authenticate(
+) -> Operator:
+    return await _authenticate(
         runtime, operator_id, _secret(authorization, x_operator_secret), client_ip(request)
     )
-    body = await _parse(request, MoIn)
-    incoming = IncomingMo(
-        operator_id=operator_id,
-        operator_message_id=body.message_id,
-        short_number=body.short_number,
-        msisdn=body.msisdn.lstrip("+"),
-        text=body.text,
-        details={"via": "http"},
-    )
+
+
+AuthorizedOperator = Annotated[Operator, Depends(_authorized_operator)]
+
+
+async def _store_mo(runtime: Runtime, incoming: IncomingMo) -> Accepted:
+    """Receive the MO in its own transaction; answer only once it has committed."""
     async with runtime.sessions() as session, session.begin():
         outcome = await receive_mo(
             session, incoming, now=runtime.clock.now(), handlers=runtime.mo_handlers
         )
     runtime.wake_links()
     return Accepted(
-        id=outcome.mo_id,
-        duplicate=outcome.duplicate,
-        routed=outcome.service_id is not None,
+        id=outcome.mo_id, duplicate=outcome.duplicate, routed=outcome.service_id is not None
+    )
+
+
+@router.post("/{operator_id}/mo", response_model=Accepted, openapi_extra=_body_schema(MoIn))
+async def push_mo(operator: AuthorizedOperator, request: Request, runtime: RuntimeDep) -> Accepted:
+    body = await _parse(request, MoIn)
+    return await _store_mo(
+        runtime,
+        IncomingMo(
+            operator_id=operator.id,
+            operator_message_id=body.message_id,
+            short_number=body.short_number,
+            msisdn=body.msisdn.lstrip("+"),
+            text=body.text,
+            details={"via": "http"},
+        ),
     )
 
 
 @router.post("/{operator_id}/dlr", response_model=Accepted, openapi_extra=_body_schema(DlrIn))
-async def push_dlr(
-    operator_id: str,
-    request: Request,
-    runtime: RuntimeDep,
-    authorization: AuthHeader = None,
-    x_operator_secret: SecretHeader = None,
-) -> Accepted:
-    await _authenticate(
-        runtime, operator_id, _secret(authorization, x_operator_secret), client_ip(request)
-    )
+async def push_dlr(operator: AuthorizedOperator, request: Request, runtime: RuntimeDep) -> Accepted:
     body = await _parse(request, DlrIn)
     receipt = IncomingReceipt(
-        operator_id=operator_id,
+        operator_id=operator.id,
         operator_message_id=body.message_id,
         state=state_from_receipt_word(body.status),
         error_code=body.error_code,
@@ -248,31 +250,19 @@ async def push_dlr(
 
 @router.post("/{operator_id}/calls", response_model=Accepted, openapi_extra=_body_schema(CallIn))
 async def push_call(
-    operator_id: str,
-    request: Request,
-    runtime: RuntimeDep,
-    authorization: AuthHeader = None,
-    x_operator_secret: SecretHeader = None,
+    operator: AuthorizedOperator, request: Request, runtime: RuntimeDep
 ) -> Accepted:
-    await _authenticate(
-        runtime, operator_id, _secret(authorization, x_operator_secret), client_ip(request)
-    )
     body = await _parse(request, CallIn)
     # Seed 004: an arrived call is recorded as an incoming message with the text "[waitcall]".
-    incoming = IncomingMo(
-        operator_id=operator_id,
-        operator_message_id=f"call:{body.call_id}",
-        short_number=body.number,
-        msisdn=body.msisdn.lstrip("+"),
-        text="[waitcall]",
-        kind="call",
-        details={"via": "http", "call_id": body.call_id},
-    )
-    async with runtime.sessions() as session, session.begin():
-        outcome = await receive_mo(
-            session, incoming, now=runtime.clock.now(), handlers=runtime.mo_handlers
-        )
-    runtime.wake_workers()
-    return Accepted(
-        id=outcome.mo_id, duplicate=outcome.duplicate, routed=outcome.service_id is not None
+    return await _store_mo(
+        runtime,
+        IncomingMo(
+            operator_id=operator.id,
+            operator_message_id=f"call:{body.call_id}",
+            short_number=body.number,
+            msisdn=body.msisdn.lstrip("+"),
+            text="[waitcall]",
+            kind="call",
+            details={"via": "http", "call_id": body.call_id},
+        ),
     )
