@@ -2,8 +2,9 @@
 anything twice.
 
 A campaign is one file (its SHA-256) sent through one service. Each CSV row becomes one
-message through the same use case as send_bulk.php (services/bulk.py: checks, quotas, charge,
-MT), and the row's ``campaign_rows`` entry is written in the same transaction as its MT. A run
+message through the same rules as send_bulk.php (services/bulk_batch.py, batch by batch:
+checks, quotas, charge, MT), and the row's ``campaign_rows`` entry is written in the same
+transaction as its MT. A run
 that is interrupted (Ctrl-C, SIGKILL, a crash) therefore leaves every row either committed
 with its MT or not started; running the same file again resumes with the rows not yet
 committed. The MT's idempotency key ``campaign:<id>:<row>`` is a second guard: even a row
@@ -22,20 +23,22 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smsgate.domain.errors import InvalidTemplate
 from smsgate.domain.templates import ReplyTemplate, parse_template, render
 from smsgate.services.bulk import Accepted, BulkRequest, accept
+from smsgate.services.bulk_batch import accept_batch
 from smsgate.store.models import Campaign, CampaignRow, Service
 
 __all__ = [
@@ -51,6 +54,8 @@ __all__ = [
     "read_csv",
     "send_rows",
 ]
+
+log = logging.getLogger(__name__)
 
 RUNNING: Final = "running"
 DONE: Final = "done"
@@ -248,6 +253,28 @@ async def send_rows(
     return summary
 
 
+def _request(campaign_id: int, service_id: int, row: CsvRow) -> BulkRequest:
+    return BulkRequest(
+        service_id=service_id,
+        msisdn=row.msisdn,
+        text=row.text,
+        check_ip=False,
+        idempotency_key=f"campaign:{campaign_id}:{row.row_no}",
+        via="campaign",
+        details={"campaign": campaign_id, "row": row.row_no},
+    )
+
+
+_ROW_OUTCOME: Final = (
+    update(cast(Table, CampaignRow.__table__))
+    .where(
+        CampaignRow.__table__.c.campaign_id == bindparam("b_campaign"),
+        CampaignRow.__table__.c.row_no == bindparam("b_row"),
+    )
+    .values(mt_id=bindparam("b_mt"), outcome=bindparam("b_outcome"))
+)
+
+
 async def _send_batch(
     sessions: async_sessionmaker[AsyncSession],
     campaign_id: int,
@@ -256,32 +283,103 @@ async def _send_batch(
     now: datetime,
     summary: RunSummary,
 ) -> int:
+    """One transaction: claim the rows, accept their messages, record each row's outcome.
+
+    The messages go through services/bulk_batch.accept_batch (a few statements for the whole
+    batch); if that fails as a whole, the batch is done again row by row with
+    services/bulk.accept, each row in a savepoint."""
+    try:
+        outcomes = await _batch_at_once(sessions, campaign_id, service_id, batch, now)
+    except Exception:
+        log.warning(
+            "campaign %d: a batch failed; sending it row by row", campaign_id, exc_info=True
+        )
+        outcomes = await _batch_row_by_row(sessions, campaign_id, service_id, batch, now)
+    # Counted only once committed.
+    for outcome, accepted in outcomes:
+        if accepted is not None:
+            summary.sent += 1
+            summary.parts += accepted.parts
+            summary.cost_minor += accepted.cost_minor
+            summary.currency = accepted.currency
+        else:
+            summary.refused[outcome] += 1
+    return len(outcomes)
+
+
+async def _claim(session: AsyncSession, campaign_id: int, batch: Sequence[CsvRow]) -> list[CsvRow]:
+    """Claim the rows first: a second run of the same campaign at the same time skips them."""
+    claimed = await session.execute(
+        _insert(session)(CampaignRow)
+        .values(
+            [
+                {"campaign_id": campaign_id, "row_no": row.row_no, "mt_id": None, "outcome": ""}
+                for row in batch
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["campaign_id", "row_no"])
+        .returning(CampaignRow.row_no)
+    )
+    mine = set(claimed.scalars())
+    return [row for row in batch if row.row_no in mine]
+
+
+async def _touch(session: AsyncSession, campaign_id: int, now: datetime) -> None:
+    await session.execute(
+        update(Campaign)
+        .where(Campaign.id == campaign_id)
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+async def _batch_at_once(
+    sessions: async_sessionmaker[AsyncSession],
+    campaign_id: int,
+    service_id: int,
+    batch: Sequence[CsvRow],
+    now: datetime,
+) -> list[tuple[str, Accepted | None]]:
+    async with sessions() as session, session.begin():
+        rows = await _claim(session, campaign_id, batch)
+        if not rows:
+            return []
+        results = await accept_batch(
+            session, [_request(campaign_id, service_id, row) for row in rows], [now] * len(rows)
+        )
+        outcomes: list[tuple[str, Accepted | None]] = [
+            (SENT, result) if isinstance(result, Accepted) else (result.reason.value, None)
+            for result in results
+        ]
+        connection = await session.connection()
+        await connection.execute(
+            _ROW_OUTCOME,
+            [
+                {
+                    "b_campaign": campaign_id,
+                    "b_row": row.row_no,
+                    "b_mt": accepted.mt_id if accepted is not None else None,
+                    "b_outcome": outcome,
+                }
+                for row, (outcome, accepted) in zip(rows, outcomes, strict=True)
+            ],
+        )
+        await _touch(session, campaign_id, now)
+    return outcomes
+
+
+async def _batch_row_by_row(
+    sessions: async_sessionmaker[AsyncSession],
+    campaign_id: int,
+    service_id: int,
+    batch: Sequence[CsvRow],
+    now: datetime,
+) -> list[tuple[str, Accepted | None]]:
     outcomes: list[tuple[str, Accepted | None]] = []
     async with sessions() as session, session.begin():
-        for row in batch:
-            # Claim the row first: a second run of the same campaign at the same time skips it.
-            claimed = await session.execute(
-                _insert(session)(CampaignRow)
-                .values(campaign_id=campaign_id, row_no=row.row_no, mt_id=None, outcome="")
-                .on_conflict_do_nothing(index_elements=["campaign_id", "row_no"])
-                .returning(CampaignRow.row_no)
-            )
-            if claimed.scalar_one_or_none() is None:
-                continue
+        for row in await _claim(session, campaign_id, batch):
             savepoint = await session.begin_nested()
-            result = await accept(
-                session,
-                BulkRequest(
-                    service_id=service_id,
-                    msisdn=row.msisdn,
-                    text=row.text,
-                    check_ip=False,
-                    idempotency_key=f"campaign:{campaign_id}:{row.row_no}",
-                    via="campaign",
-                    details={"campaign": campaign_id, "row": row.row_no},
-                ),
-                now=now,
-            )
+            result = await accept(session, _request(campaign_id, service_id, row), now=now)
             if isinstance(result, Accepted):
                 await savepoint.commit()
                 outcome, mt_id = SENT, result.mt_id
@@ -296,22 +394,8 @@ async def _send_batch(
                 .values(mt_id=mt_id, outcome=outcome)
                 .execution_options(synchronize_session=False)
             )
-        await session.execute(
-            update(Campaign)
-            .where(Campaign.id == campaign_id)
-            .values(updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-    # Counted only once committed.
-    for outcome, accepted in outcomes:
-        if accepted is not None:
-            summary.sent += 1
-            summary.parts += accepted.parts
-            summary.cost_minor += accepted.cost_minor
-            summary.currency = accepted.currency
-        else:
-            summary.refused[outcome] += 1
-    return len(outcomes)
+        await _touch(session, campaign_id, now)
+    return outcomes
 
 
 async def mark_interrupted(

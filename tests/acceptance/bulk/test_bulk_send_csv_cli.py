@@ -18,7 +18,7 @@ from tests.integration.bulk.bulk_env import SERVICE_ID, provision
 from smsgate.store.db import make_engine, make_sessionmaker
 from smsgate.store.migrate import upgrade
 
-ROWS = 2000
+ROWS = 5000
 
 
 def cli(*args: str, database_url: str) -> list[str]:
@@ -69,7 +69,7 @@ def test_killed_campaign_resumes_and_sends_every_row_once(tmp_path: Path, csv_fi
     url = f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}"
     asyncio.run(prepare(url))
     args = cli(
-        "send-csv", str(csv_file), "--service", str(SERVICE_ID), "--batch", "20", database_url=url
+        "send-csv", str(csv_file), "--service", str(SERVICE_ID), "--batch", "10", database_url=url
     )
     first = subprocess.Popen(
         args, env=env(url), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
