@@ -37,7 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smsgate.domain.errors import InvalidTemplate
 from smsgate.domain.templates import ReplyTemplate, parse_template, render
-from smsgate.services.bulk import Accepted, BulkRequest, accept
+from smsgate.services.bulk import BULK_ACCEPTED, BULK_REFUSED, Accepted, BulkRequest, accept
 from smsgate.services.bulk_batch import accept_batch
 from smsgate.store.models import Campaign, CampaignRow, Service
 
@@ -297,6 +297,10 @@ async def _send_batch(
         outcomes = await _batch_row_by_row(sessions, campaign_id, service_id, batch, now)
     # Counted only once committed.
     for outcome, accepted in outcomes:
+        if accepted is not None:
+            BULK_ACCEPTED.labels("campaign").inc()
+        else:
+            BULK_REFUSED.labels(outcome).inc()
         if accepted is not None:
             summary.sent += 1
             summary.parts += accepted.parts
