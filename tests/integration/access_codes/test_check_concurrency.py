@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 from tests.factories import T0, add_merchant, add_operator, add_service, add_short_number
 from tests.integration.access_codes.conftest import code_of, code_settings, send_mo
-from tests.integration.access_codes.live_server import serve
+from tests.live_server import serve
 
 from smsgate.api.app import create_api
 from smsgate.app import build_runtime

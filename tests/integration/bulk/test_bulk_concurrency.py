@@ -13,8 +13,9 @@ import httpx2
 import pytest
 from sqlalchemy import func, select
 from tests.integration.bulk.bulk_env import MERCHANT_ID, SERVICE_ID, T_START, provision
-from tests.integration.bulk.live_server import serve_api
+from tests.live_server import serve
 
+from smsgate.api.app import create_api
 from smsgate.app import build_runtime
 from smsgate.config import Settings
 from smsgate.domain.clock import FakeClock
@@ -70,7 +71,7 @@ async def totals(runtime: Runtime) -> tuple[int, int, dict[str, int], int]:
 async def test_100_parallel_requests_against_a_daily_limit_of_10(pg_runtime: Runtime) -> None:
     async with pg_runtime.sessions() as session, session.begin():
         await provision(session, limit_day=10, limit_month=1000, price="0.05")
-    async with serve_api(pg_runtime) as url:
+    async with serve(create_api(pg_runtime)) as url:
         answers = await fire(url, 100)
     assert answers == Counter({"MSG_OK": 10, "LIMIT_DAY": 90})
     mts, entries, counters, balance = await totals(pg_runtime)
@@ -87,7 +88,7 @@ async def test_two_gateways_share_a_limit_exactly(
         await provision(session, limit_day=37, price="0.05")
     other = build_runtime(Settings(database_url=pg_database_url), clock=FakeClock(T_START))
     try:
-        async with serve_api(pg_runtime) as first, serve_api(other) as second:
+        async with serve(create_api(pg_runtime)) as first, serve(create_api(other)) as second:
             answers = await fire([first, second], 120)
     finally:
         await other.engine.dispose()
@@ -99,7 +100,7 @@ async def test_two_gateways_share_a_limit_exactly(
 async def test_parts_against_a_limit_that_is_not_a_multiple(pg_runtime: Runtime) -> None:
     async with pg_runtime.sessions() as session, session.begin():
         await provision(session, limit_week=25, max_parts=3)
-    async with serve_api(pg_runtime) as url:
+    async with serve(create_api(pg_runtime)) as url:
         answers = await fire(url, 60, text="z" * 400)  # 3 parts each: 8 fit in 25
     assert answers == Counter({"MSG_OK": 8, "LIMIT_WEEK": 52})
     mts, _, counters, _ = await totals(pg_runtime)
@@ -109,7 +110,7 @@ async def test_parts_against_a_limit_that_is_not_a_multiple(pg_runtime: Runtime)
 async def test_parallel_requests_against_the_minimum_interval(pg_runtime: Runtime) -> None:
     async with pg_runtime.sessions() as session, session.begin():
         await provision(session, min_interval_seconds=60)
-    async with serve_api(pg_runtime) as url:
+    async with serve(create_api(pg_runtime)) as url:
         answers = await fire(url, 50)
     assert answers == Counter({"MSG_OK": 1, "LIMIT_DELAY": 49})
 
@@ -117,7 +118,7 @@ async def test_parallel_requests_against_the_minimum_interval(pg_runtime: Runtim
 async def test_parallel_requests_against_the_merchants_credit(pg_runtime: Runtime) -> None:
     async with pg_runtime.sessions() as session, session.begin():
         await provision(session, credit_minor=35, price="0.05")
-    async with serve_api(pg_runtime) as url:
+    async with serve(create_api(pg_runtime)) as url:
         answers = await fire(url, 40)
     assert answers == Counter({"MSG_OK": 7, "SERVICE_DISABLED": 33})
     mts, entries, _, balance = await totals(pg_runtime)

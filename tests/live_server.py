@@ -1,4 +1,4 @@
-"""The gateway's HTTP API served by a real uvicorn server on 127.0.0.1 (a free port)."""
+"""A real uvicorn server on 127.0.0.1 (a free port), for tests that need real concurrent HTTP."""
 
 from __future__ import annotations
 
@@ -8,20 +8,16 @@ import socket
 from collections.abc import AsyncIterator
 
 import uvicorn
-
-from smsgate.api.app import create_api
-from smsgate.runtime import Runtime
+from fastapi import FastAPI
 
 
 @contextlib.asynccontextmanager
-async def serve_api(runtime: Runtime) -> AsyncIterator[str]:
-    """Serve ``runtime``'s API until the block ends; yields the base URL."""
+async def serve(app: FastAPI) -> AsyncIterator[str]:
+    """Serve ``app`` until the block ends; yields the base URL."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
-    config = uvicorn.Config(
-        create_api(runtime), log_config=None, access_log=False, lifespan="off", backlog=1024
-    )
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off", backlog=1024)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.create_task(server.serve(sockets=[sock]))
