@@ -181,9 +181,11 @@ class Receiver:
 
     async def _store(self, batch: list[_Item], *, isolate: bool) -> list[_Result]:
         now = self._clock.now()
-        results: list[_Result] = []
+        receipts = [i for i, item in enumerate(batch) if is_receipt(item.pdu)]
+        mos = [i for i, item in enumerate(batch) if not is_receipt(item.pdu)]
+        results: list[_Result | None] = [None] * len(batch)
         async with contextlib.AsyncExitStack() as stack:
-            if any(is_receipt(item.pdu) for item in batch):
+            if receipts:
                 if self._before_receipts is not None:
                     # Write the submit outcomes waiting in memory first, so that receipts
                     # find their parts (most SMSCs answer with the receipt at once).
@@ -191,26 +193,39 @@ class Receiver:
                 await stack.enter_async_context(self._lock)
             session = await stack.enter_async_context(self._sessions())
             await stack.enter_async_context(session.begin())
-            for item in batch:
-                if not isolate:
-                    results.append(await self._one(session, item, now))
-                    continue
-                try:
-                    async with session.begin_nested():
-                        results.append(await self._one(session, item, now))
-                except Exception as exc:
-                    op = self.settings.operator_id
-                    log.exception("%s: could not store a %s", op, item.pdu.command_id.name)
-                    results.append(
-                        _Result(S.ESME_RX_T_APPN, "refused", error=("deliver_sm", str(exc)))
-                    )
-        return results
+            if isolate:
+                for i, item in enumerate(batch):
+                    results[i] = await self._isolated(session, item, now)
+            else:
+                if mos:
+                    stored = await self._mos(session, [batch[i] for i in mos], now)
+                    for i, result in zip(mos, stored, strict=True):
+                        results[i] = result
+                if receipts:
+                    stored = await self._receipts(session, [batch[i] for i in receipts], now)
+                    for i, result in zip(receipts, stored, strict=True):
+                        results[i] = result
+        return [result for result in results if result is not None]
 
-    async def _one(self, session: AsyncSession, item: _Item, now: datetime) -> _Result:
+    async def _isolated(self, session: AsyncSession, item: _Item, now: datetime) -> _Result:
+        """One PDU in a savepoint of its own: its failure sinks it alone."""
+        try:
+            async with session.begin_nested():
+                if is_receipt(item.pdu):
+                    return (await self._receipts(session, [item], now))[0]
+                return (await self._mos(session, [item], now))[0]
+        except Exception as exc:
+            op = self.settings.operator_id
+            log.exception("%s: could not store a %s", op, item.pdu.command_id.name)
+            return _Result(S.ESME_RX_T_APPN, "refused", error=("deliver_sm", str(exc)))
+
+    async def _mos(self, session: AsyncSession, items: list[_Item], now: datetime) -> list[_Result]:
+        """MOs and MO fragments, in the batch's transaction; one result per item, in order."""
+        return [await self._mo(session, item, now) for item in items]
+
+    async def _mo(self, session: AsyncSession, item: _Item, now: datetime) -> _Result:
         op = self.settings.operator_id
         pdu = item.pdu
-        if is_receipt(pdu):
-            return await self._receipt(session, pdu, now)
         part = read_mo(pdu)
         if part.concat is not None:
             stored = await mo_store.store_fragment(
@@ -237,6 +252,12 @@ class Receiver:
         else:
             kind = "fragment" if stored.outcome is None else "mo"
         return _Result(S.ESME_ROK, kind, stored.ack_guard_id)
+
+    async def _receipts(
+        self, session: AsyncSession, items: list[_Item], now: datetime
+    ) -> list[_Result]:
+        """Delivery receipts, in the batch's transaction; one result per item, in order."""
+        return [await self._receipt(session, item.pdu, now) for item in items]
 
     async def _receipt(
         self, session: AsyncSession, pdu: DeliverSm | DataSm, now: datetime
