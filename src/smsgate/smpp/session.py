@@ -10,18 +10,18 @@ What it does for its owner:
   closes it after ``inactivity_timeout`` of silence;
 - tracks the bind state and refuses operations the state does not allow (SMPP 3.4 §2.3);
 - coalesces everything written in one event-loop pass into a single socket write.
+
+The pieces with an idea of their own live beside it: the window of outstanding requests
+(window.py), the handler tasks (handlers.py), keep-alive (keepalive.py) and write
+coalescing (outbox.py). This module ties them to the bind state and the reading loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import inspect
 import logging
-import socket
 import struct
-from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from .codec import FrameReader, decode, encode
@@ -33,10 +33,12 @@ from .errors import (
     InvalidBindState,
     PduEncodeError,
     PduError,
-    ResponseTimeout,
     UnexpectedResponse,
 )
+from .handlers import HandlerRunner, Outcome
+from .keepalive import Keepalive
 from .options import Handler, HandlerResult, IncomingPdu, SessionConfig
+from .outbox import Outbox
 from .pdu import (
     BindRequest,
     EnquireLink,
@@ -80,12 +82,11 @@ class SmppSession:
         self.handler = handler
         self._reader = reader
         self._writer = writer
-        self._transport = writer.transport
         self._loop = asyncio.get_running_loop()
         peer = writer.get_extra_info("peername")
         self.peername: str = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.name = name or f"{role.value}:{self.peername}"
-        _set_nodelay(writer)
+        self._outbox = Outbox(writer, self.config.write_buffer_limit)
 
         self._state = BindState.OPEN
         self._may_send = allowed_commands(role, BindState.OPEN)
@@ -96,14 +97,16 @@ class SmppSession:
         self._closed = asyncio.Event()
 
         self._window = RequestWindow(self.config.window, self._on_expired)
-
-        self._out: list[bytes] = []
-        self._flush_scheduled = False
-        self._last_heard = self._loop.time()
-        self._enquiring = False
-
-        self._handler_slots = asyncio.Semaphore(self.config.handler_concurrency)
-        self._handler_tasks: set[asyncio.Future[Any]] = set()
+        self._handlers = HandlerRunner(self.config.handler_concurrency, self._finish, self.name)
+        self._keepalive = Keepalive(
+            self.config.enquire_link_interval,
+            self.config.inactivity_timeout,
+            enquire_link=lambda: self._start(EnquireLink(), None, use_window=False),
+            spawn=self._handlers.spawn,
+            close=self._shutdown,
+            closed=lambda: self._state is BindState.CLOSED,
+            may_enquire=lambda: not self._unbinding,
+        )
         self._tasks: list[asyncio.Task[None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -112,11 +115,10 @@ class SmppSession:
         if self._tasks:
             raise RuntimeError("session already started")
         self._tasks.append(self._loop.create_task(self._read_loop(), name=f"{self.name} read"))
-        if (
-            self.config.enquire_link_interval is not None
-            or self.config.inactivity_timeout is not None
-        ):
-            self._tasks.append(self._loop.create_task(self._keepalive(), name=f"{self.name} ka"))
+        if self._keepalive.needed:
+            self._tasks.append(
+                self._loop.create_task(self._keepalive.run(), name=f"{self.name} ka")
+            )
 
     @property
     def state(self) -> BindState:
@@ -135,7 +137,7 @@ class SmppSession:
         """Return once the session is closed and its tasks have finished."""
         await self._closed.wait()
         current = asyncio.current_task()
-        tasks = [t for t in (*self._tasks, *self._handler_tasks) if t is not current]
+        tasks = [t for t in (*self._tasks, *self._handlers.tasks) if t is not current]
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.wait_closed()
@@ -204,8 +206,8 @@ class SmppSession:
             self._window.give_slot()
             raise
         if self._window.full:
-            self._flush()  # nothing more can follow before a response: do not wait a pass
-        if self._transport.get_write_buffer_size() > self.config.write_buffer_limit:
+            self._outbox.flush()  # nothing more can follow before a response: do not wait a pass
+        if self._outbox.over_limit:
             await self._drain()
         return future
 
@@ -246,34 +248,19 @@ class SmppSession:
             raise
         if isinstance(pdu, BindRequest):
             self._binding = True
-        self._write(data)
+        self._outbox.write(data)
         return future
 
     def _send(self, pdu: Pdu) -> None:
         try:
-            self._write(encode(pdu))
+            self._outbox.write(encode(pdu))
         except PduEncodeError:
             log.exception("%s: cannot encode %s", self.name, type(pdu).__name__)
             raise
 
-    def _write(self, data: bytes) -> None:
-        self._out.append(data)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._out or self._transport.is_closing():
-            self._out.clear()
-            return
-        data = self._out[0] if len(self._out) == 1 else b"".join(self._out)
-        self._out.clear()
-        self._transport.write(data)
-
     async def _drain(self) -> None:
         try:
-            await self._writer.drain()
+            await self._outbox.drain()
         except (ConnectionError, OSError) as exc:
             self._shutdown(f"write failed: {exc}")
 
@@ -323,27 +310,29 @@ class SmppSession:
 
     async def _read_loop(self) -> None:
         frames_reader = FrameReader(self.config.max_frame_size)
+        keepalive = self._keepalive
+        outbox = self._outbox
         reason = "connection closed by peer"
         try:
             while self._state is not BindState.CLOSED:
                 data = await self._reader.read(_READ_SIZE)
                 if not data:
                     break
-                self._last_heard = self._loop.time()
+                keepalive.last_heard = self._loop.time()
                 for frame in frames_reader.feed(data):
                     if frame[4] & 0x80:  # the response bit of command_id (SMPP 3.4 §5.1.2)
                         self._on_response(frame)
                     else:
                         await self._on_request(frame)
-                if self._out:
-                    self._flush()  # the answers to this read, in one write
+                if outbox.waiting:
+                    outbox.flush()  # the answers to this read, in one write
                 if frames_reader.error is not None:
                     error = frames_reader.error
                     log.warning("%s: unreadable stream: %s", self.name, error)
                     self._send(self._nack(error))
                     reason = f"unreadable stream: {error}"
                     break
-                if self._transport.get_write_buffer_size() > self.config.write_buffer_limit:
+                if outbox.over_limit:
                     await self._drain()
         except (ConnectionError, OSError) as exc:
             reason = f"connection lost: {exc}"
@@ -372,51 +361,9 @@ class SmppSession:
             self._unbinding = True
             self._loop.call_soon(self._shutdown, "peer unbound")
         else:
-            await self._dispatch(pdu)
+            await self._handlers.run(self.handler, pdu)
 
-    async def _dispatch(self, pdu: IncomingPdu) -> None:
-        handler = self.handler
-        try:
-            if handler is None:
-                raise PduError(S.ESME_RINVCMDID, "no handler for incoming requests")
-            result = handler(pdu)
-        except PduError as error:
-            self._finish(pdu, error.command_status)
-            return
-        except Exception:
-            log.exception("%s: handler failed on %s", self.name, pdu.command_id.name)
-            self._finish(pdu, S.ESME_RSYSERR)
-            return
-        if result is None or isinstance(result, Response):
-            self._finish(pdu, result)  # answered at once: no task needed
-            return
-        try:
-            await self._handler_slots.acquire()
-        except asyncio.CancelledError:
-            if inspect.iscoroutine(result):
-                result.close()
-            raise
-        # The handler's own coroutine becomes the task, so cancelling it before it starts
-        # (the session closing) leaves no coroutine un-awaited.
-        task = asyncio.ensure_future(result)
-        self._handler_tasks.add(task)
-        task.add_done_callback(functools.partial(self._handler_done, pdu))
-
-    def _handler_done(self, pdu: IncomingPdu, task: asyncio.Future[Response | None]) -> None:
-        self._handler_tasks.discard(task)
-        self._handler_slots.release()
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is None:
-            self._finish(pdu, task.result())
-        elif isinstance(error, PduError):
-            self._finish(pdu, error.command_status)
-        else:
-            log.error("%s: handler failed on %s", self.name, pdu.command_id.name, exc_info=error)
-            self._finish(pdu, S.ESME_RSYSERR)
-
-    def _finish(self, pdu: IncomingPdu, outcome: Response | int | None) -> None:
+    def _finish(self, pdu: IncomingPdu, outcome: Outcome) -> None:
         """Answer ``pdu`` with the handler's response, or with a status when it failed."""
         if isinstance(pdu, BindRequest):
             self._binding = False
@@ -429,11 +376,6 @@ class SmppSession:
         self._state = state
         self._may_send = allowed_commands(self.role, state)
         self._may_receive = allowed_commands(self.role.peer, state)
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = self._loop.create_task(work)
-        self._handler_tasks.add(task)
-        task.add_done_callback(self._handler_tasks.discard)
 
     def _admit(self, pdu: IncomingPdu) -> int | None:
         """None to accept ``pdu`` in the current state, else the status refusing it."""
@@ -474,39 +416,7 @@ class SmppSession:
             and response.command_status == S.ESME_ROK
         ):
             self._set_state(state_after_bind(request.command_id))
-        self._write(data)
-
-    # --- keep-alive --------------------------------------------------------------------------
-
-    async def _keepalive(self) -> None:
-        interval = self.config.enquire_link_interval
-        inactivity = self.config.inactivity_timeout
-        while self._state is not BindState.CLOSED:
-            now = self._loop.time()
-            quiet = now - self._last_heard
-            if inactivity is not None and quiet >= inactivity:
-                self._shutdown(f"nothing heard for {quiet:.1f}s")
-                return
-            wake = [self._last_heard + inactivity] if inactivity is not None else []
-            if interval is not None:
-                if quiet < interval:
-                    wake.append(self._last_heard + interval)
-                else:
-                    if not self._enquiring and not self._unbinding:
-                        self._enquiring = True
-                        self._spawn(self._enquire_link())
-                    wake.append(now + interval)
-            await asyncio.sleep(max(min(wake) - self._loop.time(), 0.001))
-
-    async def _enquire_link(self) -> None:
-        try:
-            await self._start(EnquireLink(), None, use_window=False)
-        except (ResponseTimeout, GenericNackReceived, UnexpectedResponse, PduError) as exc:
-            self._shutdown(f"enquire_link failed: {exc}")
-        except ConnectionLost:
-            pass
-        finally:
-            self._enquiring = False
+        self._outbox.write(data)
 
     # --- shutdown ----------------------------------------------------------------------------
 
@@ -516,8 +426,7 @@ class SmppSession:
         self._set_state(BindState.CLOSED)
         self.close_reason = reason
         log.info("%s: closed (%s)", self.name, reason)
-        self._flush()
-        self._transport.close()
+        self._outbox.close()
         self._window.fail_all(lambda: ConnectionLost(reason))
         # Wake one sender waiting for window room: it finds the session closed, raises
         # ConnectionLost and gives its slot back, which wakes the next one.
@@ -525,14 +434,7 @@ class SmppSession:
         # Handlers still running are cancelled (their requests were not answered, so the
         # peer will send them again), even one that is closing its own session.
         current = asyncio.current_task()
-        for task in (*self._tasks, *self._handler_tasks):
+        for task in (*self._tasks, *self._handlers.tasks):
             if not task.done() and not (task is current and task in self._tasks):
                 task.cancel()
         self._closed.set()
-
-
-def _set_nodelay(writer: asyncio.StreamWriter) -> None:
-    # DESIGN §2.2: Nagle plus delayed ACK costs ~40 ms per PDU round trip.
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
