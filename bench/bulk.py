@@ -399,8 +399,10 @@ async def bench_accept(
 ) -> None:
     await provision(url, smpp_port=1, window=10, dlr_url=None)
     port = free_port()
+    keep = Path(args.profile_dir or script.parent)
+    profile = keep / f"accept-{backend}.prof" if args.profile else None
     async with process(
-        gateway_args(["--no-worker", "--no-links"], None),
+        gateway_args(["--no-worker", "--no-links"], profile),
         gateway_env(url, port),
         f"http://127.0.0.1:{port}/healthz",
         "gateway",
@@ -423,6 +425,9 @@ async def bench_accept(
     fits = run.not_ok == 0 and run.requests <= stored <= run.requests + args.connections
     verdict = "every answer MSG_OK, one MT each" if fits else "MISMATCH"
     print(f"answers {run.requests:,} ({run.not_ok} not MSG_OK), MTs queued {stored:,}: {verdict}")
+    if profile is not None and profile.exists():
+        print("gateway profile (top 25 by own time):")
+        pstats.Stats(str(profile)).sort_stats("tottime").print_stats(25)
 
 
 async def bench_e2e(
@@ -541,6 +546,7 @@ def main() -> None:
     parser.add_argument("--drain", type=int, default=300, help="seconds to wait for callbacks")
     parser.add_argument("--target", type=float, default=1000.0, help="end-to-end msg/s")
     parser.add_argument("--profile", action="store_true", help="run the gateway under cProfile")
+    parser.add_argument("--profile-dir", help="keep the cProfile output (.prof) in this directory")
     args = parser.parse_args()
     binary = require_wrk()
     with tempfile.TemporaryDirectory() as tmp:

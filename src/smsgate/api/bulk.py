@@ -48,13 +48,27 @@ def _decode_pairs(raw: bytes) -> dict[str, str]:
     return params
 
 
-async def _seed_params(request: Request) -> dict[str, str]:
+async def _multipart_params(request: Request) -> dict[str, str] | None:
+    """The string fields of a multipart body; None when it cannot be parsed."""
+    try:
+        form = await request.form()
+    except Exception:  # python-multipart and Starlette raise several kinds for a broken body
+        return None
+    try:
+        return {k: v for k, v in form.items() if isinstance(v, str)}
+    finally:
+        await form.close()
+
+
+async def _seed_params(request: Request) -> dict[str, str] | None:
+    """The seed's parameters; None when the body is unreadable (INVALID_INPUT)."""
     params = _decode_pairs(request.scope.get("query_string", b""))
     if request.method == "POST":
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if content_type == "multipart/form-data":
-            form = await request.form()
-            body = {k: v for k, v in form.items() if isinstance(v, str)}
+            body = await _multipart_params(request)
+            if body is None:
+                return None
         else:
             raw = await request.body()
             body = _decode_pairs(raw[:MAX_BODY]) if raw else {}
@@ -81,6 +95,9 @@ async def send_bulk(request: Request, runtime: RuntimeDep) -> PlainTextResponse:
     if await bans.is_banned(BAN_SCOPE, address, BAN_POLICY, now):
         return _word(Refusal.BANNED.word)
     params = await _seed_params(request)
+    if params is None:
+        await bans.record_failure(BAN_SCOPE, address, BAN_POLICY, now)
+        return _word(Refusal.INVALID_INPUT.word)
     user_id = _positive_id(params.get("user_id"))
     service_id = _positive_id(params.get("service_id"))
     msisdn = params.get("msisdn", "")

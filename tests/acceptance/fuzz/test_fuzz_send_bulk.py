@@ -170,11 +170,6 @@ MALFORMED_MULTIPART = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="api/bulk.py _seed_params lets Starlette answer a malformed multipart body with a "
-    "400 problem; the seed wants INVALID_INPUT (fuzz report)",
-)
 @pytest.mark.parametrize(("content_type", "body"), MALFORMED_MULTIPART)
 async def test_malformed_multipart_is_invalid_input(
     gateway: Gateway, content_type: bytes, body: bytes
