@@ -11,17 +11,20 @@
     GET    /sim/dlr                receipt settings; POST changes them
     GET    /sim/stats              counters, sessions, queues
 
-Errors are ``{"error": <code>, "detail": <text>}`` with a 4xx/5xx status.
+Errors are RFC 9457 problem details (``application/problem+json``), as everywhere in the
+gateway (docs/http_errors.md), with the simulator's own word for the refusal in ``error``.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Annotated, Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from smsgate.api.problems import install_problem_handlers, problem_response
 from smsgate.domain import money
 from smsgate.simulator.calls import CallForwardingError
 from smsgate.simulator.receipts import RECEIPT_STATES, DlrSettings
@@ -85,7 +88,7 @@ class DlrIn(_In):
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)
+    return problem_response(status, HTTPStatus(status).phrase, detail, error=code)
 
 
 def _failure(exc: SimulatorError) -> JSONResponse:
@@ -249,4 +252,6 @@ def build_app(sim: Simulator) -> FastAPI:
         openapi_url="/sim/openapi.json",
     )
     app.include_router(build_router(sim))
+    # Included in the gateway's app (smsgate demo), the router gets these from the gateway.
+    install_problem_handlers(app)
     return app

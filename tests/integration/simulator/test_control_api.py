@@ -82,6 +82,48 @@ async def test_mo_errors(
 async def test_mo_input_is_validated(api: httpx2.AsyncClient) -> None:
     response = await api.post("/sim/mo", json={"msisdn": "abc", "short_number": "1851"})
     assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert (problem["type"], problem["title"], problem["status"]) == (
+        "about:blank",
+        "Invalid request",
+        422,
+    )
+    assert {tuple(e["loc"]) for e in problem["errors"]} == {("body", "msisdn"), ("body", "text")}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "error"),
+    [
+        ("DELETE", "/sim/faults/999", 404, "unknown_fault"),
+        ("POST", "/sim/calls", 409, "no_gateway"),
+        ("GET", "/sim/nowhere", 404, None),
+        ("PATCH", "/sim/stats", 405, None),
+    ],
+)
+async def test_refusals_are_problem_details(
+    api: httpx2.AsyncClient, method: str, path: str, status: int, error: str | None
+) -> None:
+    """The gateway's shape (docs/http_errors.md), with the simulator's word in ``error``."""
+    body = {"from": HANDSET, "to": "1851"} if method == "POST" else None
+    response = await api.request(method, path, json=body)
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+    problem = response.json()
+    assert (problem["type"], problem["status"], problem.get("error")) == (
+        "about:blank",
+        status,
+        error,
+    )
+    assert problem["title"]
+
+
+async def test_openapi_documents_problem_details(api: httpx2.AsyncClient) -> None:
+    document = (await api.get("/sim/openapi.json")).json()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    responses = document["paths"]["/sim/mo"]["post"]["responses"]
+    assert set(responses["422"]["content"]) == {"application/problem+json"}
+    assert "4XX" in responses
 
 
 async def test_faults_on_and_off(sim: Simulator, api: httpx2.AsyncClient) -> None:
