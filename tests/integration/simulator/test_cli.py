@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import sys
@@ -111,3 +112,50 @@ async def test_an_invalid_file_is_reported(tmp_path: Path) -> None:
     assert process.returncode == 2
     text = stderr.decode()
     assert "short_numbers[0]" in text and "price" in text
+
+
+DOCS = Path(__file__).parents[3] / "docs" / "simulator.md"
+
+
+def _documented_options() -> dict[str, str]:
+    """The option table of docs/simulator.md: option name -> its Default column."""
+    rows = re.findall(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]+) \|", DOCS.read_text(), re.MULTILINE)
+    return {name: default.strip() for name, default in rows}
+
+
+def test_the_documented_options_are_the_commands() -> None:
+    from typer.core import TyperGroup
+    from typer.main import get_command
+
+    from smsgate.cli import app
+
+    group = get_command(app)
+    assert isinstance(group, TyperGroup)
+    command = group.commands["simulator"]
+    options = {param.opts[0]: param for param in command.params}
+    documented = _documented_options()
+    assert set(documented) == set(options)
+    for name, param in options.items():
+        if param.required:
+            assert documented[name] == "(required)", name
+        elif param.is_flag:
+            assert (documented[name], param.default) == ("off", False), name
+        elif param.default is not None:
+            assert documented[name] == str(param.default), name
+
+
+@pytest.mark.parametrize("module", [["smsgate", "simulator"], ["smsgate.simulator"]])
+async def test_help_lists_the_documented_options(module: list[str]) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        *module,
+        "--help",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    async with asyncio.timeout(STARTUP):
+        stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    listed = set(re.findall(r"(--[a-z][a-z-]+)", stdout.decode())) - {"--help"}
+    assert listed == set(_documented_options())
