@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from aiosmpplib import (
     ESME,
     NPI,
@@ -25,10 +23,10 @@ from aiosmpplib import (
     SubmitSmResp,
 )
 from aiosmpplib.broker import SimpleBroker
+from tests.integration.simulator.sim_env import HANDSET
 
-from smsgate.simulator import Simulator, config_from_mapping
+from smsgate.simulator import Simulator
 
-HANDSET = "359888123456"
 LONG_GSM = "A long message in the GSM alphabet, sent in parts. " * 5  # 255 characters
 LONG_UCS2 = "Дълго съобщение на кирилица, на части. " * 3  # 117 UCS-2 units
 # (text, how aiosmpplib sends it)
@@ -69,30 +67,6 @@ class Recorder(AbstractHook):
             while not condition():
                 self.changed.clear()
                 await self.changed.wait()
-
-
-@pytest.fixture
-async def sim() -> AsyncIterator[Simulator]:
-    document = {
-        "operators": [
-            {
-                "id": "sim-bg",
-                "country": "BG",
-                "kind": "smpp",
-                "host": "127.0.0.1",
-                "port": 2775,
-                "system_id": "smsgate",
-                "password": "secret",
-            }
-        ],
-        "short_numbers": [
-            {"number": "1851", "operator": "sim-bg", "price": "2.40", "currency": "BGN"}
-        ],
-    }
-    simulator = Simulator(config_from_mapping(document))
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
 
 
 async def test_aiosmpplib_submits_and_receives(sim: Simulator) -> None:

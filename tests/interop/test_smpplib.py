@@ -9,14 +9,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 import smpplib.client
 import smpplib.consts
 import smpplib.gsm
+from tests.integration.simulator.sim_env import HANDSET
 
-from smsgate.simulator import Simulator, config_from_mapping
+from smsgate.simulator import Simulator
 
-HANDSET = "359888123456"
 TEXTS = [
     "Hello from smpplib",
     "Здравей от smpplib",
@@ -74,30 +73,6 @@ def run_smpplib(port: int, session: Session, deadline: float) -> None:
         client.unbind()
     finally:
         client.disconnect()
-
-
-@pytest.fixture
-async def sim() -> Any:
-    document = {
-        "operators": [
-            {
-                "id": "sim-bg",
-                "country": "BG",
-                "kind": "smpp",
-                "host": "127.0.0.1",
-                "port": 2775,
-                "system_id": "smsgate",
-                "password": "secret",
-            }
-        ],
-        "short_numbers": [
-            {"number": "1851", "operator": "sim-bg", "price": "2.40", "currency": "BGN"}
-        ],
-    }
-    simulator = Simulator(config_from_mapping(document))
-    await simulator.start("127.0.0.1", 0)
-    yield simulator
-    await simulator.stop()
 
 
 async def test_smpplib_submits_and_receives(sim: Simulator) -> None:

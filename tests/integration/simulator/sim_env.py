@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
+
 from smsgate.simulator import Simulator, SimulatorOptions, config_from_mapping
 from smsgate.smpp.pdu import (
     BindReceiver,
@@ -65,6 +67,17 @@ def document(**operator: Any) -> dict[str, Any]:
 
 def make_simulator(options: SimulatorOptions | None = None, **operator: Any) -> Simulator:
     return Simulator(config_from_mapping(document(**operator), options=options))
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[Simulator]:
+    """The simulator of ``document()``, its SMSC listening on a free port of 127.0.0.1."""
+    simulator = make_simulator()
+    await simulator.start("127.0.0.1", 0)
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
 
 
 class TestEsme:
