@@ -9,6 +9,11 @@ handset of its own; the latency of an MO is its reply's arrival minus its inject
 
     python bench/mo_reply.py                              # 300 MO/s for 10 s, SQLite and PostgreSQL
     python bench/mo_reply.py --backends sqlite --rate 100 --seconds 5
+    python bench/mo_reply.py --backends sqlite --profile /tmp/gw.prof   # cProfile the gateway
+
+Besides the latencies it prints the CPU time (user + system) per MO of the gateway, of this
+process (simulator and injector) and of the PostgreSQL server processes during the timed
+part, and the load average: the CPU figures depend less on what else the machine runs.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import psutil
 
 from smsgate.domain.provisioning import parse_toml
 from smsgate.services.provisioning import apply
@@ -88,7 +94,23 @@ async def provision(database_url: str, smpp_port: int) -> None:
         await engine.dispose()
 
 
-def start_gateway(database_url: str) -> subprocess.Popen[str]:
+def cpu_seconds(process: psutil.Process) -> float:
+    try:
+        times = process.cpu_times()
+    except psutil.NoSuchProcess:
+        return 0.0
+    return float(times.user + times.system)
+
+
+def postgres_cpu() -> float:
+    total = 0.0
+    for process in psutil.process_iter(["name"]):
+        if (process.info.get("name") or "").startswith("postgres"):
+            total += cpu_seconds(process)
+    return total
+
+
+def start_gateway(database_url: str, profile: str | None) -> subprocess.Popen[str]:
     port = free_port()
     env = dict(os.environ)
     env.update(
@@ -96,8 +118,9 @@ def start_gateway(database_url: str) -> subprocess.Popen[str]:
         SMSGATE_HTTP_PORT=str(port),
         SMSGATE_LOG_LEVEL="WARNING",
     )
+    profiling = ["-m", "cProfile", "-o", profile] if profile else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "smsgate", "serve", "--no-worker", "--no-migrate"],
+        [sys.executable, *profiling, "-m", "smsgate", "serve", "--no-worker", "--no-migrate"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -114,7 +137,9 @@ async def run(database_url: str, args: argparse.Namespace) -> list[float]:
     simulator = Simulator(config)
     smpp_port = await simulator.start("127.0.0.1", 0)
     await provision(database_url, smpp_port)
-    process = start_gateway(database_url)
+    process = start_gateway(database_url, args.profile)
+    gateway = psutil.Process(process.pid)
+    ours = psutil.Process()
     try:
         async with asyncio.timeout(60):
             await simulator.wait_for_receiver(OPERATOR)
@@ -124,6 +149,7 @@ async def run(database_url: str, args: argparse.Namespace) -> list[float]:
         await _replies(simulator, [f"35989{i:07d}" for i in range(20)], 20)
         count = int(args.rate * args.seconds)
         sent: dict[str, datetime] = {}
+        cpu_before = (cpu_seconds(gateway), cpu_seconds(ours), postgres_cpu())
         started = time.perf_counter()
         for i in range(count):
             due = started + i / args.rate
@@ -135,8 +161,16 @@ async def run(database_url: str, args: argparse.Namespace) -> list[float]:
             await simulator.inject_mo(msisdn, "1851", "KOD", OPERATOR, wait=False)
         achieved = count / (time.perf_counter() - started)
         arrived = await _replies(simulator, list(sent), 30)
+        cpu_after = (cpu_seconds(gateway), cpu_seconds(ours), postgres_cpu())
         latencies = [(arrived[m] - sent[m]).total_seconds() * 1000 for m in sent if m in arrived]
         print(f"  injected {count} MOs at {achieved:.0f}/s; replies {len(latencies)}/{count}")
+        gw, bench_, pg = (
+            1000 * (after - before) / count
+            for before, after in zip(cpu_before, cpu_after, strict=True)
+        )
+        postgres = f"  postgres {pg:.2f} ms" if "postgresql" in database_url else ""
+        print(f"  CPU per MO: gateway {gw:.2f} ms  bench {bench_:.2f} ms{postgres}")
+        print("  load average: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         return latencies
     finally:
         process.terminate()
@@ -203,6 +237,7 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=float, default=300.0, help="MOs per second")
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--profile", help="write the gateway's cProfile statistics to this file")
     args = parser.parse_args()
     for backend in args.backends:
         asyncio.run(bench(backend, args))
