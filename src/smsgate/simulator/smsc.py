@@ -184,8 +184,8 @@ class Connection:
         self.writer = writer
         self.operator: SimOperator | None = None
         self._handlers: dict[type[Any], Callable[[Any], Awaitable[Response]]] = {
-            SubmitSm: self._submit_sm,
-            DataSm: self._data_sm,
+            SubmitSm: self._submit,
+            DataSm: self._submit,
             SubmitMulti: self._submit_multi,
             QuerySm: self._query_sm,
             CancelSm: self._cancel_sm,
@@ -206,15 +206,7 @@ class Connection:
         return handler(pdu)
 
     def _submit_sm_now(self, pdu: SubmitSm) -> HandlerResult:
-        message_id, receipt, tracked = self._accept(
-            pdu.source_addr,
-            pdu.destination_addr,
-            pdu.esm_class,
-            pdu.data_coding,
-            body_of(pdu.short_message, pdu.tlvs),
-            pdu.tlvs,
-            pdu.registered_delivery,
-        )
+        message_id, receipt, tracked = self._accept_message(pdu)
         response = SubmitSmResp(message_id=message_id)
         if receipt is None:
             return response
@@ -251,37 +243,30 @@ class Connection:
 
     # --- submissions -------------------------------------------------------------------------
 
-    async def _submit_sm(self, pdu: SubmitSm) -> Response:
+    async def _submit(self, pdu: SubmitSm | DataSm) -> Response:
+        response_class = SubmitSmResp if isinstance(pdu, SubmitSm) else DataSmResp
         refusal = await self._faults() if self.state.faults else None
         if refusal:
-            return SubmitSmResp(command_status=refusal)
-        message_id, receipt, tracked = self._accept(
-            pdu.source_addr,
-            pdu.destination_addr,
-            pdu.esm_class,
-            pdu.data_coding,
-            body_of(pdu.short_message, pdu.tlvs),
-            pdu.tlvs,
-            pdu.registered_delivery,
-        )
+            return response_class(command_status=refusal)
+        message_id, receipt, tracked = self._accept_message(pdu)
         await self._receipt_first(receipt, tracked)
-        return SubmitSmResp(message_id=message_id)
+        return response_class(message_id=message_id)
 
-    async def _data_sm(self, pdu: DataSm) -> Response:
-        refusal = await self._faults() if self.state.faults else None
-        if refusal:
-            return DataSmResp(command_status=refusal)
-        message_id, receipt, tracked = self._accept(
+    def _accept_message(self, pdu: SubmitSm | DataSm) -> tuple[str, DeliverSm | None, Tracked]:
+        # data_sm is submit_sm with its text in message_payload (SMPP 3.4 §4.7)
+        if isinstance(pdu, SubmitSm):
+            body = body_of(pdu.short_message, pdu.tlvs)
+        else:
+            body = pdu.tlvs.message_payload or b""
+        return self._accept(
             pdu.source_addr,
             pdu.destination_addr,
             pdu.esm_class,
             pdu.data_coding,
-            pdu.tlvs.message_payload or b"",
+            body,
             pdu.tlvs,
             pdu.registered_delivery,
         )
-        await self._receipt_first(receipt, tracked)
-        return DataSmResp(message_id=message_id)
 
     async def _submit_multi(self, pdu: SubmitMulti) -> Response:
         refusal = await self._faults() if self.state.faults else None
