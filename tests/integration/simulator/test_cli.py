@@ -16,6 +16,7 @@ import pytest
 from tests.integration.simulator.sim_env import HANDSET, bound_esme
 
 SAMPLE = Path(__file__).parents[2] / "data" / "design_sample.toml"
+COMMAND = (sys.executable, "-m", "smsgate", "simulator")
 STARTUP = 20.0  # seconds: a cold interpreter imports FastAPI, pydantic, SQLAlchemy...
 
 
@@ -24,10 +25,7 @@ async def running_simulator(
     config: Path, *extra: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, str]]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "smsgate",
-        "simulator",
+        *COMMAND,
         "--config",
         str(config),
         "--smpp-port",
@@ -99,13 +97,7 @@ async def test_an_invalid_file_is_reported(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text('[[short_numbers]]\nnumber = "1851"\noperator = "nobody"\n')
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "smsgate",
-        "simulator",
-        "--config",
-        str(config),
-        stderr=asyncio.subprocess.PIPE,
+        *COMMAND, "--config", str(config), stderr=asyncio.subprocess.PIPE
     )
     async with asyncio.timeout(STARTUP):
         _, stderr = await process.communicate()
@@ -144,12 +136,12 @@ def test_the_documented_options_are_the_commands() -> None:
             assert documented[name] == str(param.default), name
 
 
-@pytest.mark.parametrize("module", [["smsgate", "simulator"], ["smsgate.simulator"]])
-async def test_help_lists_the_documented_options(module: list[str]) -> None:
+@pytest.mark.parametrize(
+    "command", [COMMAND, (sys.executable, "-m", "smsgate.simulator")], ids=["cli", "module"]
+)
+async def test_help_lists_the_documented_options(command: tuple[str, ...]) -> None:
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        *module,
+        *command,
         "--help",
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "COLUMNS": "200"},
