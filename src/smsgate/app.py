@@ -97,7 +97,16 @@ def make_components(
         def _stop_api() -> None:
             server.should_exit = True
 
-        components.append(Component("api", server.serve, _stop_api))
+        async def _run_api() -> None:
+            try:
+                await server.serve()
+            finally:
+                # The code checker holds a thread (SQLite) or a pool (PostgreSQL) of its own.
+                checker = getattr(http_app.state, "code_checker", None)
+                if checker is not None:
+                    await checker.aclose()
+
+        components.append(Component("api", _run_api, _stop_api))
     if links:
         from smsgate.links.manager import LinkManager
 

@@ -83,8 +83,10 @@ async def _read_body(request: Request) -> bytes:
 
 async def _form_pairs(request: Request) -> list[tuple[str, str]]:
     """The fields of a POST body: urlencoded or multipart (PHP's curl with an array)."""
+    if request.method != "POST":
+        return []
     content_type = request.headers.get("content-type", "").lower()
-    if request.method != "POST" or not content_type:
+    if not content_type:
         return []
     body = await _read_body(request)
     if content_type.startswith("application/x-www-form-urlencoded"):

@@ -18,50 +18,27 @@ Failures (4 and 6) count towards a ban of the requesting address (services/bans.
 
 The path is kept short because sites call it on every page view: the service is read from a
 cache that lives ``cache_seconds`` (changes to a service reach every process within that
-time), then one lookup by the unique (service, code) index, at most one conditional UPDATE
-(the use) and one INSERT of the check row. The UPDATE carries the condition that makes it
-safe under concurrency: ``uses_left > 0`` (of N concurrent checks of a one-use code exactly
-one gets ``CODE_OK``), and ``COALESCE`` for the start of a first-use period (concurrent first
-uses agree on the one that committed first).
+time), the bans from process memory (or Redis), and the code's lookup, its use and the check
+row are decided together with the other checks that arrive meanwhile, in one transaction
+per batch (services/check_batch.py, services/check_stores.py). That transaction locks the
+codes it reads, so of N concurrent checks of a one-use code exactly one gets ``CODE_OK``,
+across any number of gateway processes, and concurrent first uses of a first-use code agree
+on one period. A check is answered only once its row and its use are committed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-import unicodedata
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
-from enum import StrEnum
-from typing import Any, Concatenate, Final, ParamSpec, TypeVar
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
 
-from sqlalchemy import (
-    URL,
-    BigInteger,
-    Connection,
-    Insert,
-    String,
-    and_,
-    bindparam,
-    case,
-    create_engine,
-    event,
-    exists,
-    func,
-    insert,
-    literal,
-    or_,
-    select,
-    update,
-)
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import SingletonThreadPool
 
 from smsgate.domain import access_codes as rules_
-from smsgate.domain.access_codes import CheckOutcome, CodeKind, CodeRules, CodeState
+from smsgate.domain.access_codes import CodeKind, CodeState
 from smsgate.domain.clock import Clock
 from smsgate.services.access_code_settings import (
     AccessCodeConfig,
@@ -70,37 +47,43 @@ from smsgate.services.access_code_settings import (
     read_config,
 )
 from smsgate.services.bans import BanList
-from smsgate.store.models import AccessCode, CodeCheck, Service
-from smsgate.store.types import UTCDateTime
+from smsgate.services.check_batch import (
+    MAX_CODE_INPUT,
+    TRACE_FIELD,
+    CheckAnswer,
+    CheckBatcher,
+    CheckResult,
+    CheckStoreUnavailable,
+    PendingCheck,
+    printable,
+)
+from smsgate.services.check_stores import make_check_store
+from smsgate.store.models import Service
+
+__all__ = [
+    "FAILURES",
+    "MAX_CODE_INPUT",
+    "SERVICE_TYPE",
+    "TRACE_FIELD",
+    "CheckAnswer",
+    "CheckRequest",
+    "CheckResult",
+    "CheckStoreUnavailable",
+    "CodeChecker",
+    "ServiceCache",
+    "ServiceView",
+    "code_state",
+    "load_service",
+    "printable",
+]
 
 log = logging.getLogger(__name__)
-
-
-class CheckAnswer(StrEnum):
-    """The seven words of seed 000; nothing else is ever answered."""
-
-    BAN_IP_TEMP = "BAN_IP_TEMP"
-    INVALID_IP = "INVALID_IP"
-    INVALID_INPUT = "INVALID_INPUT"
-    SERVICE_DISABLED = "SERVICE_DISABLED"
-    CODE_NOT_FOUND = "CODE_NOT_FOUND"
-    CODE_EXPIRED = "CODE_EXPIRED"
-    CODE_OK = "CODE_OK"
 
 
 # Answers that count towards a ban of the requesting address.
 FAILURES: Final = frozenset({CheckAnswer.INVALID_IP, CheckAnswer.CODE_NOT_FOUND})
 
-MAX_CODE_INPUT: Final = 64  # code_checks.code_given; longer input is INVALID_INPUT
-TRACE_FIELD: Final = 64  # code_checks.requester_ip / user_ip
 SERVICE_TYPE: Final = "access_code"
-
-
-def printable(text: str, limit: int) -> str:
-    """``text`` cut to ``limit`` characters without control characters (PostgreSQL refuses
-    NUL in text, and a trace shown in the panel has no use for the others)."""
-    kept = "".join(c for c in text if unicodedata.category(c)[0] != "C")
-    return kept[:limit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +96,6 @@ class CheckRequest:
     via: str = "legacy"  # legacy | rest | hosted
     # The allowlist names the merchant's servers; the hosted page is asked by browsers.
     apply_allowlist: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    answer: CheckAnswer
-    service_id: int | None = None
-    code_id: int | None = None
-    # The code's terms after this check (CODE_OK / CODE_EXPIRED only).
-    expires_at: datetime | None = None
-    uses_left: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,111 +177,6 @@ async def load_service(engine: AsyncEngine, service_id: int) -> ServiceView | No
     )
 
 
-_CODE_COLUMNS = (
-    AccessCode.id,
-    AccessCode.kind,
-    AccessCode.issued_at,
-    AccessCode.valid_until,
-    AccessCode.lifetime_until,
-    AccessCode.first_used_at,
-    AccessCode.uses_left,
-    AccessCode.uses_count,
-    AccessCode.period_seconds,
-)
-
-
-# The statements of the check path, built once (building them per check cost more CPU than
-# running them); values come in as bind parameters.
-_FIND_CODE = select(*_CODE_COLUMNS).where(
-    AccessCode.service_id == bindparam("service_id"), AccessCode.code == bindparam("code")
-)
-_USES = CodeKind.USES.value
-# One use of a code the check found valid, whatever its kind; the row's own columns decide.
-# - uses: the WHERE guard (uses_left > 0) is what makes N concurrent checks of a one-use code
-#   give exactly one CODE_OK: a check that lost the race matches no row (CODE_EXPIRED).
-# - period_from_first_use: COALESCE keeps the period of whichever first use committed first,
-#   so concurrent first uses agree on one period without a retry.
-_USE = (
-    update(AccessCode)
-    .where(
-        AccessCode.id == bindparam("code_id"),
-        or_(AccessCode.kind != _USES, AccessCode.uses_left > 0),
-    )
-    .values(
-        uses_count=AccessCode.uses_count + 1,
-        first_used_at=func.coalesce(
-            AccessCode.first_used_at, bindparam("now", type_=UTCDateTime())
-        ),
-        valid_until=case(
-            (
-                AccessCode.kind == CodeKind.PERIOD_FROM_FIRST_USE.value,
-                func.coalesce(
-                    AccessCode.valid_until, bindparam("new_valid_until", type_=UTCDateTime())
-                ),
-            ),
-            else_=AccessCode.valid_until,
-        ),
-        uses_left=case(
-            (AccessCode.kind == _USES, AccessCode.uses_left - 1), else_=AccessCode.uses_left
-        ),
-        status=case(
-            (
-                and_(AccessCode.kind == _USES, AccessCode.uses_left <= 1),
-                rules_.CodeStatus.USED.value,
-            ),
-            else_=AccessCode.status,
-        ),
-    )
-    .returning(AccessCode.uses_left, AccessCode.valid_until)
-)
-_INSERT_CHECK = insert(CodeCheck)
-_CHECK_COLUMNS = (
-    "service_id",
-    "code_id",
-    "code_given",
-    "at",
-    "requester_ip",
-    "user_ip",
-    "answer",
-    "via",
-)
-
-
-def _use_and_record() -> Insert:
-    """PostgreSQL: the use and the check row in one statement (a data-modifying CTE), so a
-    check is two round trips in autocommit (find, then use and record) instead of five."""
-    used = _USE.cte("used")
-    answer = case(
-        (exists(select(literal(1)).select_from(used)), CheckAnswer.CODE_OK.value),
-        else_=CheckAnswer.CODE_EXPIRED.value,
-    )
-    # The check row's values are named check_*: a parameter named like a column of
-    # access_codes would be taken as one more SET of the UPDATE.
-    row = select(
-        bindparam("check_service_id", type_=BigInteger()),
-        bindparam("code_id", type_=BigInteger()),
-        bindparam("check_code_given", type_=String()),
-        bindparam("check_at", type_=UTCDateTime()),
-        bindparam("check_requester_ip", type_=String()),
-        bindparam("check_user_ip", type_=String()),
-        answer,
-        bindparam("check_via", type_=String()),
-    )
-    return (
-        insert(CodeCheck)
-        .from_select(_CHECK_COLUMNS, row)
-        .add_cte(used)
-        .returning(
-            CodeCheck.answer,
-            select(used.c.uses_left).scalar_subquery().label("uses_left"),
-            select(used.c.valid_until).scalar_subquery().label("valid_until"),
-        )
-    )
-
-
-_USE_AND_RECORD = _use_and_record()
-
-
 def code_state(row: Any) -> CodeState:
     return CodeState(
         kind=CodeKind(row.kind),
@@ -321,31 +189,10 @@ def code_state(row: Any) -> CodeState:
     )
 
 
-def terms_of(row: Any) -> CodeRules:
-    """The rules a stored code was sold under, as far as a use needs them: a first-use code
-    keeps the period it was issued with (``period_seconds``)."""
-    kind = CodeKind(row.kind)
-    if kind is CodeKind.USES:
-        return CodeRules(kind=kind, uses=max(1, row.uses_left or 1))
-    return CodeRules(kind=kind, validity=timedelta(seconds=max(1, row.period_seconds or 1)))
-
-
 class CodeChecker:
-    """Answers checks for one gateway process: the service cache and the ban list are its
-    own; everything that must be shared lives in the database and the ban storage.
-
-    The database work of a check is one synchronous function (:meth:`_transaction`):
-
-    - On PostgreSQL it runs through ``AsyncConnection.run_sync`` in autocommit, as two
-      statements: the lookup, then the use and the check row together (one statement with
-      a data-modifying CTE, atomic on its own). Two round trips instead of five (BEGIN,
-      SELECT, UPDATE, INSERT, COMMIT).
-    - On SQLite it runs in one transaction in a thread of its own, on a connection of its
-      own: aiosqlite hands every cursor, execute, fetch and commit to its thread separately
-      (some 16 hand-overs for one check, each paying for the GIL), where this pays once. The
-      one thread also queues SQLite's single writer here instead of in SQLite's busy
-      handler, which sleeps in steps of up to 100 ms.
-    """
+    """Answers checks for one gateway process: the service cache, the ban list and the batch
+    queue are its own; everything that must be shared lives in the database and the ban
+    storage."""
 
     def __init__(
         self, engine: AsyncEngine, clock: Clock, bans: BanList, *, cache_seconds: float = 1.0
@@ -354,13 +201,8 @@ class CodeChecker:
         self.clock = clock
         self.bans = bans
         self.services = ServiceCache(engine, cache_seconds)
-        self._sqlite: SqliteThread | None = None
-        self._pg: AsyncEngine | None = None
-        self._combined = engine.dialect.name == "postgresql"
-        if engine.dialect.name == "sqlite":
-            self._sqlite = SqliteThread(engine.url)
-        else:
-            self._pg = engine
+        self._store = make_check_store(engine.url)
+        self._batches = CheckBatcher(self._store.run)
 
     async def service_for(self, service_id: int, user_id: int | None) -> ServiceView | None:
         """The access-code service ``service_id`` of merchant ``user_id`` (any merchant when
@@ -376,29 +218,52 @@ class CodeChecker:
         view = await self.service_for(request.service_id, request.user_id)
         now = self.clock.now()
         answer = await self._answer_before_lookup(request, view, now)
-        code = rules_.normalize_code_input(request.code)
+        code: str | None = None
         if answer is None:
+            code = rules_.normalize_code_input(request.code)
             if not code:
                 answer = CheckAnswer.INVALID_INPUT
             elif len(code) > rules_.MAX_CODE_LENGTH or not (code.isascii() and code.isalnum()):
                 # Codes are drawn from ASCII letters and digits: anything else is no code (and
                 # never reaches the database, which may refuse some characters, such as NUL).
                 answer = CheckAnswer.CODE_NOT_FOUND
-        result = await self._run(request, view, code if answer is None else None, answer, now)
-        await self._count_failure(request, view, result, now)
+        result = await self._batches.submit(
+            PendingCheck(
+                view.id if view is not None else None,
+                code if answer is None else None,
+                answer,
+                request.code,
+                request.requester_ip,
+                request.user_ip,
+                request.via,
+                now,
+            )
+        )
+        if result.answer in FAILURES and view is not None:
+            await self._count_failure(request, view, now)
         return result
 
     async def record_invalid_input(
         self, *, code_given: str, requester_ip: str, user_ip: str = "", via: str = "legacy"
     ) -> CheckResult:
         """Keep the trace of a request that could not even name a service."""
-        request = CheckRequest(0, code_given, requester_ip, None, user_ip, via)
-        return await self._run(request, None, None, CheckAnswer.INVALID_INPUT, self.clock.now())
+        return await self._batches.submit(
+            PendingCheck(
+                None,
+                None,
+                CheckAnswer.INVALID_INPUT,
+                code_given,
+                requester_ip,
+                user_ip,
+                via,
+                self.clock.now(),
+            )
+        )
 
     async def aclose(self) -> None:
+        await self._batches.aclose()
+        await self._store.aclose()
         await self.bans.aclose()
-        if self._sqlite is not None:
-            await self._sqlite.aclose()
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -419,163 +284,10 @@ class CodeChecker:
             return CheckAnswer.SERVICE_DISABLED
         return None
 
-    async def _run(
-        self,
-        request: CheckRequest,
-        view: ServiceView | None,
-        code: str | None,
-        answer: CheckAnswer | None,
-        now: datetime,
-    ) -> CheckResult:
-        if self._sqlite is not None:
-            return await self._sqlite.run(self._transaction, request, view, code, answer, now)
-        assert self._pg is not None
-        async with self._pg.connect() as conn:
-            # Autocommit: each statement of _transaction is atomic on its own, and no BEGIN
-            # and COMMIT round trips are paid.
-            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            return await autocommit.run_sync(self._transaction, request, view, code, answer, now)
-
-    def _transaction(
-        self,
-        conn: Connection,
-        request: CheckRequest,
-        view: ServiceView | None,
-        code: str | None,
-        answer: CheckAnswer | None,
-        now: datetime,
-    ) -> CheckResult:
-        """The check's transaction: find ``code`` (unless an ``answer`` was decided before
-        looking), use it if it is valid, and store the check row."""
-        if answer is not None or code is None or view is None:
-            service_id = view.id if view is not None else None
-            result = CheckResult(answer or CheckAnswer.INVALID_INPUT, service_id)
-            conn.execute(_INSERT_CHECK, [self._check_row(request, view, result, now)])
-            return result
-        row = conn.execute(_FIND_CODE, {"service_id": view.id, "code": code}).one_or_none()
-        if row is None:
-            result = CheckResult(CheckAnswer.CODE_NOT_FOUND, view.id)
-            conn.execute(_INSERT_CHECK, [self._check_row(request, view, result, now)])
-            return result
-        state = code_state(row)
-        redemption = rules_.redeem(state, terms_of(row), now)
-        if redemption.outcome is not CheckOutcome.OK:
-            result = self._expired(view.id, row.id, state)
-            conn.execute(_INSERT_CHECK, [self._check_row(request, view, result, now)])
-            return result
-        use = {"code_id": row.id, "now": now, "new_valid_until": redemption.state.valid_until}
-        if self._combined:
-            pending = CheckResult(CheckAnswer.CODE_OK, view.id, row.id)
-            values = {
-                f"check_{key}": value
-                for key, value in self._check_row(request, view, pending, now).items()
-                if key not in ("answer", "code_id")
-            }
-            out = conn.execute(_USE_AND_RECORD, {**values, **use}).one()
-            return self._used(view.id, row.id, state, out.answer, out.uses_left, out.valid_until)
-        updated = conn.execute(_USE, use).one_or_none()
-        if updated is None:  # a one-use code used up by a concurrent check
-            result = self._expired(view.id, row.id, replace(state, uses_left=0))
-        else:
-            result = self._used(
-                view.id, row.id, state, CheckAnswer.CODE_OK, updated.uses_left, updated.valid_until
-            )
-        conn.execute(_INSERT_CHECK, [self._check_row(request, view, result, now)])
-        return result
-
-    @staticmethod
-    def _used(
-        service_id: int,
-        code_id: int,
-        state: CodeState,
-        answer: str,
-        uses_left: int | None,
-        valid_until: datetime | None,
-    ) -> CheckResult:
-        if answer != CheckAnswer.CODE_OK:
-            return CodeChecker._expired(service_id, code_id, replace(state, uses_left=0))
-        after = replace(state, uses_left=uses_left, valid_until=valid_until)
-        return CheckResult(
-            CheckAnswer.CODE_OK, service_id, code_id, rules_.expires_at(after), uses_left
-        )
-
-    async def _count_failure(
-        self, request: CheckRequest, view: ServiceView | None, result: CheckResult, now: datetime
-    ) -> None:
-        if view is None or view.config is None or result.answer not in FAILURES:
+    async def _count_failure(self, request: CheckRequest, view: ServiceView, now: datetime) -> None:
+        if view.config is None:
             return
         if await self.bans.record_failure(
             str(view.id), request.requester_ip, view.config.bans, now
         ):
             log.info("address %s banned on service %s", request.requester_ip, view.id)
-
-    @staticmethod
-    def _check_row(
-        request: CheckRequest, view: ServiceView | None, result: CheckResult, now: datetime
-    ) -> dict[str, Any]:
-        return {
-            "service_id": view.id if view is not None else None,
-            "code_id": result.code_id,
-            "code_given": printable(request.code, MAX_CODE_INPUT),
-            "at": now,
-            "requester_ip": printable(request.requester_ip, TRACE_FIELD),
-            "user_ip": printable(request.user_ip, TRACE_FIELD),
-            "answer": result.answer.value,
-            "via": request.via,
-        }
-
-    @staticmethod
-    def _expired(service_id: int, code_id: int, state: CodeState) -> CheckResult:
-        return CheckResult(
-            CheckAnswer.CODE_EXPIRED, service_id, code_id, rules_.expires_at(state), state.uses_left
-        )
-
-
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-class SqliteThread:
-    """A synchronous SQLAlchemy engine on the same SQLite file, used from one thread only.
-
-    Its connections get the settings store/db.py gives the async engine's: WAL, NORMAL
-    synchronisation, a busy timeout for writers of other processes, foreign keys, and
-    ``BEGIN IMMEDIATE``.
-    """
-
-    def __init__(self, url: URL) -> None:
-        self.engine = create_engine(url.set(drivername="sqlite"), poolclass=SingletonThreadPool)
-        event.listen(self.engine, "connect", _sqlite_connect)
-        event.listen(self.engine, "begin", _sqlite_begin)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="code-checks")
-
-    async def run(
-        self, work: Callable[Concatenate[Connection, P], R], *args: P.args, **kwargs: P.kwargs
-    ) -> R:
-        def transaction() -> R:
-            with self.engine.begin() as conn:
-                return work(conn, *args, **kwargs)
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, transaction)
-
-    async def aclose(self) -> None:
-        # The connection belongs to the thread: it is closed there.
-        await asyncio.get_running_loop().run_in_executor(self._executor, self.engine.dispose)
-        self._executor.shutdown(wait=True)
-
-
-def _sqlite_connect(dbapi_connection: Any, _record: object) -> None:
-    dbapi_connection.isolation_level = None  # BEGIN is ours (below)
-    cursor = dbapi_connection.cursor()
-    for pragma in (
-        "PRAGMA journal_mode=WAL",
-        "PRAGMA synchronous=NORMAL",
-        "PRAGMA busy_timeout=30000",
-        "PRAGMA foreign_keys=ON",
-    ):
-        cursor.execute(pragma)
-    cursor.close()
-
-
-def _sqlite_begin(conn: Connection) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")

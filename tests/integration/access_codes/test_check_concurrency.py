@@ -77,8 +77,15 @@ async def fire(urls: list[str], service_id: int, code: str) -> Counter[str]:
 
 @pytest.fixture
 async def servers(pg_runtime: Runtime) -> AsyncIterator[list[str]]:
-    async with serve(create_api(pg_runtime)) as one, serve(create_api(pg_runtime)) as two:
-        yield [one, two]
+    apps = [create_api(pg_runtime), create_api(pg_runtime)]
+    try:
+        async with serve(apps[0]) as one, serve(apps[1]) as two:
+            yield [one, two]
+    finally:
+        for app in apps:
+            checker = getattr(app.state, "code_checker", None)
+            if checker is not None:
+                await checker.aclose()
 
 
 async def _code(runtime: Runtime, keyword: str) -> str:

@@ -1,0 +1,237 @@
+"""Where batches of code checks are decided: one transaction per batch, written set-wise.
+
+- SQLite: stdlib ``sqlite3`` on a thread of its own and a connection of its own, so the
+  statements (one lookup per service through ``json_each``, ``executemany`` for the updates
+  and the check rows) run in C, off the event loop. ``BEGIN IMMEDIATE`` takes SQLite's one
+  write lock before the lookup, so what the batch reads no other process can change before
+  it commits; the one thread also queues this process's batches in order instead of in
+  SQLite's busy handler, which sleeps in steps of up to 100 ms.
+- PostgreSQL: a small asyncpg pool of the checker's own (the statements are prepared once
+  per connection by asyncpg's cache). The batch's codes are read ``FOR UPDATE`` in the order
+  of their ids (two processes locking overlapping batches cannot deadlock), and the updates
+  and the check rows go in one statement through ``unnest`` of arrays: four round trips a
+  batch (BEGIN, lookup, write, COMMIT), whatever its size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+import asyncpg
+from sqlalchemy import URL
+
+from smsgate.services.check_batch import (
+    CHECK_COLUMNS,
+    CheckResult,
+    PendingCheck,
+    StoredCode,
+    check_row,
+    decide,
+    lookups,
+    stored_code,
+)
+
+
+class CheckStore(Protocol):
+    async def run(self, batch: list[PendingCheck]) -> list[CheckResult]: ...
+
+    async def aclose(self) -> None: ...
+
+
+def make_check_store(url: URL) -> CheckStore:
+    if url.get_backend_name() == "sqlite":
+        return SqliteCheckStore(url)
+    return PostgresCheckStore(url)
+
+
+# -- SQLite --------------------------------------------------------------------------------------
+
+_SQLITE_FIND: Final = (
+    "SELECT id, code, kind, issued_at, valid_until, lifetime_until, first_used_at, uses_left,"
+    " uses_count, period_seconds, status FROM access_codes "
+    "WHERE service_id = ? AND code IN (SELECT value FROM json_each(?))"
+)
+_SQLITE_USE: Final = (
+    "UPDATE access_codes SET uses_count = ?, first_used_at = ?, valid_until = ?, "
+    "uses_left = ?, status = ? WHERE id = ?"
+)
+_SQLITE_RECORD: Final = (
+    "INSERT INTO code_checks (service_id, code_id, code_given, at, requester_ip, user_ip,"
+    " answer, via) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def sqlite_time(when: datetime | None) -> str | None:
+    """SQLAlchemy's storage format of store/types.UTCDateTime on SQLite: naive UTC, the
+    microseconds always written (times compare as text there)."""
+    if when is None:
+        return None
+    return when.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def sqlite_parse_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+
+class SqliteCheckStore:
+    """The batches of one process, one after another on one thread and one connection."""
+
+    def __init__(self, url: URL) -> None:
+        if not url.database or url.database == ":memory:":
+            raise ValueError("code checks need a SQLite file shared with the gateway")
+        self._path = url.database
+        self._db: sqlite3.Connection | None = None  # opened, used and closed on the thread
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="code-checks")
+
+    async def run(self, batch: list[PendingCheck]) -> list[CheckResult]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._transaction, batch)
+
+    async def aclose(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
+        self._executor.shutdown(wait=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        # The pragmas store/db.py gives the gateway's own connections; BEGIN is ours.
+        db = sqlite3.connect(self._path, isolation_level=None, cached_statements=16)
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA busy_timeout=30000",
+            "PRAGMA foreign_keys=ON",
+        ):
+            db.execute(pragma)
+        self._db = db
+        return db
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _transaction(self, batch: list[PendingCheck]) -> list[CheckResult]:
+        db = self._db or self._connect()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            found: dict[tuple[int, str], StoredCode] = {}
+            for service_id, codes in lookups(batch).items():
+                for row in db.execute(_SQLITE_FIND, (service_id, json.dumps(codes))):
+                    found[(service_id, row[1])] = stored_code(row, sqlite_parse_time)
+            results = decide(batch, found)
+            used = [stored.written() for stored in found.values() if stored.used]
+            if used:
+                db.executemany(
+                    _SQLITE_USE,
+                    [
+                        (count, sqlite_time(first), sqlite_time(until), left, status, code_id)
+                        for count, first, until, left, status, code_id in used
+                    ],
+                )
+            db.executemany(
+                _SQLITE_RECORD,
+                [check_row(c, r, sqlite_time) for c, r in zip(batch, results, strict=True)],
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        return results
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+_PG_FIND: Final = (
+    "SELECT c.id, c.code, c.kind, c.issued_at, c.valid_until, c.lifetime_until,"
+    " c.first_used_at, c.uses_left, c.uses_count, c.period_seconds, c.status, c.service_id"
+    " FROM access_codes AS c "
+    "JOIN unnest($1::bigint[], $2::text[]) AS wanted(service_id, code) "
+    "ON c.service_id = wanted.service_id AND c.code = wanted.code "
+    "ORDER BY c.id FOR UPDATE OF c"
+)
+# The uses and the check rows in one statement: a data-modifying CTE runs to completion
+# whether or not the main statement reads it.
+_PG_USE_AND_RECORD: Final = (
+    "WITH used AS ("
+    " UPDATE access_codes AS c SET uses_count = u.uses_count, first_used_at = u.first_used_at,"
+    " valid_until = u.valid_until, uses_left = u.uses_left, status = u.status"
+    " FROM unnest($1::int[], $2::timestamptz[], $3::timestamptz[], $4::int[], $5::text[],"
+    " $6::bigint[]) AS u(uses_count, first_used_at, valid_until, uses_left, status, id)"
+    " WHERE c.id = u.id) "
+    "INSERT INTO code_checks (service_id, code_id, code_given, at, requester_ip, user_ip,"
+    " answer, via) "
+    "SELECT * FROM unnest($7::bigint[], $8::bigint[], $9::text[], $10::timestamptz[],"
+    " $11::text[], $12::text[], $13::text[], $14::text[])"
+)
+_PG_RECORD: Final = (
+    "INSERT INTO code_checks (service_id, code_id, code_given, at, requester_ip, user_ip,"
+    " answer, via) "
+    "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[],"
+    " $5::text[], $6::text[], $7::text[], $8::text[])"
+)
+PG_POOL_SIZE: Final = 2
+
+
+def _same(when: datetime) -> datetime:
+    return when
+
+
+def _pg_time(value: Any) -> datetime | None:
+    return value if value is None else value.astimezone(UTC)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows turned into one list per column (the arrays ``unnest`` takes)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+class PostgresCheckStore:
+    def __init__(self, url: URL) -> None:
+        self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def run(self, batch: list[PendingCheck]) -> list[CheckResult]:
+        pool = self._pool or await self._open()
+        wanted = lookups(batch)
+        async with pool.acquire() as conn:
+            if not wanted:  # nothing to look up or use: the check rows alone, in autocommit
+                results = decide(batch, {})
+                rows = [check_row(c, r, _same) for c, r in zip(batch, results, strict=True)]
+                await conn.execute(_PG_RECORD, *_columns(rows, len(CHECK_COLUMNS)))
+                return results
+            service_ids = [sid for sid, codes in wanted.items() for _ in codes]
+            codes = [code for some in wanted.values() for code in some]
+            async with conn.transaction():
+                found: dict[tuple[int, str], StoredCode] = {}
+                for row in await conn.fetch(_PG_FIND, service_ids, codes):
+                    found[(row[11], row[1])] = stored_code(row, _pg_time)
+                results = decide(batch, found)
+                used = [stored.written() for stored in found.values() if stored.used]
+                rows = [check_row(c, r, _same) for c, r in zip(batch, results, strict=True)]
+                await conn.execute(
+                    _PG_USE_AND_RECORD,
+                    *_columns(used, 6),
+                    *_columns(rows, len(CHECK_COLUMNS)),
+                )
+            return results
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _open(self) -> asyncpg.Pool:
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=PG_POOL_SIZE)
+            return self._pool
