@@ -1,4 +1,6 @@
-"""Accepting many bulk messages in one transaction with a fixed number of statements.
+"""Accepting many bulk messages in the caller's SQLAlchemy transaction, with a fixed number of
+statements (the store of ``services/bulk_decide.py`` for callers that hold a session, such as
+a campaign, whose rows are written in the same transaction).
 
 ``accept_batch`` gives each request exactly the answer ``services/bulk.accept`` would give if
 the requests ran one after another in the given order, in one transaction; but it reads what
@@ -21,39 +23,24 @@ the ledger's balance floor): if one found the row changed, it would fail the bat
 overdraw a quota or an account. Rows are locked in one order everywhere (by service, counters
 month, week, day; then send marks; then merchants by id), as ``accept`` does, so batches and
 single sends wait for each other but do not deadlock.
+
+The HTTP endpoints run the same decision through stores without the ORM
+(``bulk_sqlite.py``, ``bulk_postgres.py``) that issue the same statements.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Final, cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from smsgate.domain import quota
-from smsgate.domain.errors import InvalidMsisdn, TextError
-from smsgate.domain.msisdn import Msisdn, normalize_msisdn
-from smsgate.domain.service_settings import BulkSettings
-from smsgate.domain.text import choose_encoding, count_parts
-from smsgate.services import quotas
-from smsgate.services.bulk import (
-    _LIMITS,
-    MT_COST_KIND,
-    OPT_OUT_REFUSALS,
-    Accepted,
-    BulkRequest,
-    Refusal,
-    Refused,
-    SendResult,
-    ip_allowed,
-    text_matches,
-)
-from smsgate.services.routes import RouteChoice, RouteRow, pick_route
+from smsgate.services.bulk_decide import BatchDecision, ServiceView
+from smsgate.services.bulk_model import MT_COST_KIND, Accepted, BulkRequest, SendResult
+from smsgate.services.routes import RouteRow
 from smsgate.store.ledger import Charge, charge_merchant_many
 from smsgate.store.models import (
     Merchant,
@@ -66,14 +53,13 @@ from smsgate.store.models import (
     Service,
 )
 
-__all__ = ["accept_batch"]
+__all__ = ["NEVER", "BatchConflict", "accept_batch"]
 
 _MT: Final = cast(Table, MtMessage.__table__)
 _COUNTERS: Final = cast(Table, QuotaCounter.__table__)
 _MARKS: Final = cast(Table, SendMark.__table__)
 # A send mark row created only to be locked: "long ago", so it never delays anything.
-_NEVER: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_PERIODS: Final = (quota.Period.MONTH, quota.Period.WEEK, quota.Period.DAY)
+NEVER: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 _COUNTER_UPDATE: Final = (
     update(_COUNTERS)
@@ -95,56 +81,6 @@ class BatchConflict(Exception):
     """A locked row was not as read: a bug, never an answer; the batch is rolled back."""
 
 
-@dataclass(frozen=True, slots=True)
-class _Service:
-    merchant_id: int
-    type: str
-    status: str
-    ip_allowlist: list[Any]
-    stored: dict[str, Any]
-    merchant_status: str
-    currency: str
-    timezone: str
-    settings: BulkSettings | None  # None: settings that no longer validate
-
-    @property
-    def price_per_part_minor(self) -> int:
-        return int(self.stored.get("price_per_part_minor") or 0)
-
-
-class _Windows:
-    """The day, week and month windows of each request, computed once per batch: a window
-    found for one instant serves every instant it contains (domain/quota.py does the
-    calendar; this only avoids asking it again)."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[str, quota.Period], list[quota.Window]] = defaultdict(list)
-
-    def of(self, instant: datetime, timezone: str) -> dict[quota.Period, quota.Window]:
-        found: dict[quota.Period, quota.Window] = {}
-        for period in _PERIODS:
-            known = self._known[(timezone, period)]
-            hit = next((w for w in known if instant in w), None)
-            if hit is None:
-                hit = quota.window(period, instant, quotas.merchant_zone(timezone))
-                known.append(hit)
-            found[period] = hit
-        return found
-
-
-@dataclass(slots=True)
-class _Plan:
-    """What the accepted messages of the batch will write."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)  # MT rows, in request order
-    indexes: list[int] = field(default_factory=list)  # the request of each row
-    used: dict[tuple[int, str], int] = field(default_factory=lambda: defaultdict(int))
-    marks: dict[tuple[int, str], datetime] = field(default_factory=dict)
-    costs: dict[int, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
-    charged: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # by merchant
-    windows: _Windows = field(default_factory=_Windows)
-
-
 def _insert(session: AsyncSession) -> Any:
     return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
 
@@ -154,243 +90,23 @@ async def accept_batch(
 ) -> list[SendResult]:
     """Decide and write every request in the caller's transaction (which must commit for the
     accepted ones to stand, and must roll back entirely if this raises)."""
-    numbers = [_parse(request.msisdn) for request in requests]
-    texts = [_measure(request.text) for request in requests]
-
-    services = await _load_services(session, {r.service_id for r in requests})
-    valid = [
-        (r.service_id, n.digits)
-        for r, n in zip(requests, numbers, strict=True)
-        if isinstance(n, Msisdn)
-    ]
-    opted_out = await _opted_out(session, valid)
-    earlier = await _earlier(session, requests)
+    batch = BatchDecision(requests, nows)
+    services = await _load_services(session, batch.service_ids())
+    opted_out = await _opted_out(session, batch.recipients())
+    earlier = await _earlier(session, batch.idempotency_keys())
     routes, operators = await _routing(session)
-    route_of: dict[str | None, RouteChoice | None] = {}
-
-    # What each message will need, found without touching a row that needs a lock.
-    results: list[SendResult | _Duplicate | None] = [None] * len(requests)
-    for i, request in enumerate(requests):
-        results[i] = _check(
-            request, numbers[i], texts[i], services.get(request.service_id), opted_out, earlier
-        )
-        if results[i] is None:
-            number = numbers[i]
-            assert isinstance(number, Msisdn)
-            if number.region not in route_of:
-                route_of[number.region] = pick_route(routes, operators, number.region)
-            if route_of[number.region] is None:
-                results[i] = Refused(
-                    Refusal.NO_ROUTE, f"No operator route reaches {number.region or 'it'}."
-                )
-            else:
-                results[i] = _check_text(request, texts[i], services[request.service_id])
-
-    pending = [i for i, result in enumerate(results) if result is None]
-    plan = _Plan()
-    counters = await _lock_counters(session, requests, nows, services, pending, plan.windows)
-    marks = await _lock_marks(session, requests, numbers, services, pending)
-    funds = await _lock_merchants(session, requests, services, pending)
-
-    accepted_keys: dict[tuple[int, str], int] = {}
-    for i in pending:
-        request, now = requests[i], nows[i]
-        service = services[request.service_id]
-        assert service.settings is not None
-        number, text = numbers[i], texts[i]
-        assert isinstance(number, Msisdn) and not isinstance(text, TextError)
-        key = (
-            (request.service_id, request.idempotency_key)
-            if request.idempotency_key is not None
-            else None
-        )
-        if key is not None and key in accepted_keys:
-            results[i] = _Duplicate(accepted_keys[key])
-            continue
-        results[i] = _decide(
-            request, now, number, text, service, counters, marks, funds, plan, route_of
-        )
-        if results[i] is None:  # accepted: its row is the plan's last
-            plan.indexes.append(i)
-            if key is not None:
-                accepted_keys[key] = i
-
-    await _write(session, plan, services, results)
-    return _finish(results)
-
-
-# --- pure checks ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Text:
-    encoding: str
-    parts: int
-
-
-def _parse(raw: str) -> Msisdn | InvalidMsisdn:
-    try:
-        return normalize_msisdn(raw)
-    except InvalidMsisdn as error:
-        return error
-
-
-def _measure(text: str) -> _Text | TextError:
-    try:
-        encoding = choose_encoding(text)
-        return _Text(encoding.value, count_parts(text, encoding=encoding))
-    except TextError as error:
-        return error
-
-
-def _check(
-    request: BulkRequest,
-    number: Msisdn | InvalidMsisdn,
-    text: _Text | TextError,
-    service: _Service | None,
-    opted_out: set[tuple[int, str]],
-    earlier: dict[tuple[int, str], Accepted],
-) -> SendResult | None:
-    """Steps 2-5 of services/bulk.py's order, up to the route (None: continue)."""
-    if (
-        service is None
-        or service.type != "bulk"
-        or (request.user_id is not None and service.merchant_id != request.user_id)
-    ):
-        return Refused(Refusal.UNKNOWN_SERVICE, "No such bulk service for this merchant.")
-    if request.check_ip and not ip_allowed(request.client_ip, service.ip_allowlist):
-        return Refused(Refusal.IP_NOT_ALLOWED, "This address may not send for the service.")
-    if service.status != "active" or service.merchant_status != "active":
-        return Refused(Refusal.SERVICE_DISABLED, "The service is disabled.")
-    if service.settings is None:
-        return Refused(Refusal.SERVICE_DISABLED, "The service's settings are invalid.")
-    if isinstance(number, InvalidMsisdn):
-        return Refused(Refusal.INVALID_MSISDN, str(number))
-    if request.idempotency_key is not None:
-        found = earlier.get((request.service_id, request.idempotency_key))
-        if found is not None:
-            return found
-    if (request.service_id, number.digits) in opted_out:
-        OPT_OUT_REFUSALS.labels(str(request.service_id)).inc()
-        return Refused(Refusal.OPTED_OUT, "The recipient opted out of this service.")
-    return None
-
-
-def _check_text(
-    request: BulkRequest, text: _Text | TextError, service: _Service
-) -> SendResult | None:
-    """Steps 6-7: length and approved patterns."""
-    settings = service.settings
-    assert settings is not None
-    if isinstance(text, TextError):
-        return Refused(Refusal.INVALID_INPUT, str(text))
-    if text.parts > settings.max_parts:
-        return Refused(
-            Refusal.TOO_LONG,
-            f"The text needs {text.parts} parts ({text.encoding}); the service allows "
-            f"{settings.max_parts}.",
-        )
-    if settings.patterns and not text_matches(settings.patterns, request.text):
-        return Refused(Refusal.PATTERN, "The text matches none of the approved patterns.")
-    return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Duplicate:
-    """Accepted earlier in the same batch under the same idempotency key."""
-
-    index: int
-
-
-def _decide(
-    request: BulkRequest,
-    now: datetime,
-    number: Msisdn,
-    text: _Text,
-    service: _Service,
-    counters: dict[tuple[int, str], int],
-    marks: dict[tuple[int, str], datetime],
-    funds: dict[int, tuple[int, int]],
-    plan: _Plan,
-    route_of: dict[str | None, RouteChoice | None],
-) -> SendResult | None:
-    """Steps 8-11 in memory, against the locked values and what the batch already took."""
-    settings = service.settings
-    assert settings is not None
-    windows = plan.windows.of(now, service.timezone)
-    sid = request.service_id
-    for period in _PERIODS:
-        limit: int | None = getattr(settings, f"limit_{period.value}")
-        if limit is None:
-            continue
-        window = windows[period]
-        used = counters[(sid, window.key)] + plan.used.get((sid, window.key), 0)
-        if used + text.parts > limit:
-            hit = quotas.LimitHit[period.name]
-            retry = window.end if text.parts <= limit else None
-            return Refused(
-                _LIMITS[hit],
-                f"The service's {period.value} limit ({text.parts} part(s) asked) is reached.",
-                retry,
-            )
-    scope = number.digits if settings.min_interval_scope == "recipient" else quotas.SERVICE_SCOPE
-    interval = timedelta(seconds=settings.min_interval_seconds)
-    if settings.min_interval_seconds > 0:
-        last = plan.marks.get((sid, scope), marks[(sid, scope)])
-        if last > now - interval:
-            return Refused(
-                Refusal.LIMIT_DELAY,
-                f"Less than {settings.min_interval_seconds} s since the last message.",
-                last + interval,
-            )
-    cost = service.price_per_part_minor * text.parts
-    if cost > 0:
-        balance, floor = funds[service.merchant_id]
-        if balance - plan.charged[service.merchant_id] - cost < floor:
-            return Refused(
-                Refusal.NO_FUNDS, "The merchant's balance and credit do not cover the message."
-            )
-    # Accepted: take what it needs.
-    for period in _PERIODS:
-        if getattr(settings, f"limit_{period.value}") is not None:
-            plan.used[(sid, windows[period].key)] += text.parts
-    if settings.min_interval_seconds > 0:
-        plan.marks[(sid, scope)] = now
-    route = route_of[number.region]
-    assert route is not None
-    if cost > 0:
-        plan.costs[service.merchant_id].append((len(plan.rows), cost))
-        plan.charged[service.merchant_id] += cost
-    plan.rows.append(
-        {
-            "merchant_id": service.merchant_id,
-            "service_id": sid,
-            "mo_id": None,
-            "operator_id": route.operator_id,
-            "msisdn": number.digits,
-            "sender": settings.sender,
-            "text": request.text,
-            "encoding": text.encoding,
-            "parts": text.parts,
-            "status": "queued",
-            "error_code": "",
-            "cost_minor": cost,
-            "currency": service.currency,
-            "idempotency_key": request.idempotency_key,
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-            "updated_at": now,
-            "details": {"via": request.via, "client_ip": request.client_ip, **request.details},
-        }
-    )
-    return None
+    batch.check(services, opted_out, earlier, routes, operators)
+    counters = await _lock_counters(session, batch.counter_keys())
+    marks = await _lock_marks(session, batch.mark_keys())
+    funds = await _lock_merchants(session, batch.merchant_ids())
+    batch.decide(counters, marks, funds)
+    return batch.finish(await _write(session, batch))
 
 
 # --- reads ------------------------------------------------------------------------------------
 
 
-async def _load_services(session: AsyncSession, ids: set[int]) -> dict[int, _Service]:
+async def _load_services(session: AsyncSession, ids: list[int]) -> dict[int, ServiceView]:
     rows = await session.execute(
         select(
             Service.id,
@@ -404,47 +120,38 @@ async def _load_services(session: AsyncSession, ids: set[int]) -> dict[int, _Ser
             Merchant.timezone,
         )
         .join(Merchant, Merchant.id == Service.merchant_id)
-        .where(Service.id.in_(sorted(ids)))
+        .where(Service.id.in_(ids))
     )
-    found: dict[int, _Service] = {}
-    for row in rows.all():
-        settings: BulkSettings | None = None
-        if row.type == "bulk":
-            try:
-                settings = BulkSettings.from_stored(row.settings)
-            except ValueError:
-                settings = None
-        found[row.id] = _Service(
+    return {
+        row.id: ServiceView.of(
+            kind=row.type,
             merchant_id=row.merchant_id,
-            type=row.type,
             status=row.status,
-            ip_allowlist=list(row.ip_allowlist or []),
-            stored=dict(row.settings or {}),
+            ip_allowlist=row.ip_allowlist,
+            settings=row.settings,
             merchant_status=row.merchant_status,
             currency=row.currency,
             timezone=row.timezone,
-            settings=settings,
         )
-    return found
+        for row in rows.all()
+    }
 
 
 async def _opted_out(session: AsyncSession, pairs: list[tuple[int, str]]) -> set[tuple[int, str]]:
     if not pairs:
         return set()
-    wanted = set(pairs)
     rows = await session.execute(
         select(OptOut.service_id, OptOut.msisdn).where(
-            OptOut.service_id.in_(sorted({s for s, _ in wanted})),
-            OptOut.msisdn.in_(sorted({m for _, m in wanted})),
+            OptOut.service_id.in_(sorted({s for s, _ in pairs})),
+            OptOut.msisdn.in_(sorted({m for _, m in pairs})),
         )
     )
-    return {(row.service_id, row.msisdn) for row in rows.all()} & wanted
+    return {(row.service_id, row.msisdn) for row in rows.all()} & set(pairs)
 
 
 async def _earlier(
-    session: AsyncSession, requests: Sequence[BulkRequest]
+    session: AsyncSession, keys: list[tuple[int, str]]
 ) -> dict[tuple[int, str], Accepted]:
-    keys = {(r.service_id, r.idempotency_key) for r in requests if r.idempotency_key is not None}
     if not keys:
         return {}
     rows = await session.execute(
@@ -463,21 +170,21 @@ async def _earlier(
             MtMessage.idempotency_key.in_(sorted({k for _, k in keys})),
         )
     )
-    found: dict[tuple[int, str], Accepted] = {}
-    for row in rows.all():
-        key = (row.service_id, row.idempotency_key)
-        if key in keys:
-            found[key] = Accepted(
-                row.id,
-                row.msisdn,
-                row.parts,
-                row.encoding,
-                row.cost_minor,
-                row.currency,
-                row.operator_id,
-                duplicate=True,
-            )
-    return found
+    wanted = set(keys)
+    return {
+        (row.service_id, row.idempotency_key): Accepted(
+            row.id,
+            row.msisdn,
+            row.parts,
+            row.encoding,
+            row.cost_minor,
+            row.currency,
+            row.operator_id,
+            duplicate=True,
+        )
+        for row in rows.all()
+        if (row.service_id, row.idempotency_key) in wanted
+    }
 
 
 async def _routing(session: AsyncSession) -> tuple[list[RouteRow], list[tuple[str, str]]]:
@@ -507,27 +214,10 @@ async def _routing(session: AsyncSession) -> tuple[list[RouteRow], list[tuple[st
 
 
 async def _lock_counters(
-    session: AsyncSession,
-    requests: Sequence[BulkRequest],
-    nows: Sequence[datetime],
-    services: dict[int, _Service],
-    pending: list[int],
-    plan_windows: _Windows,
+    session: AsyncSession, keys: list[tuple[int, str]]
 ) -> dict[tuple[int, str], int]:
-    order = {period: rank for rank, period in enumerate(_PERIODS)}
-    wanted: dict[tuple[int, str], tuple[int, int]] = {}  # key -> (service, period rank)
-    for i in pending:
-        service = services[requests[i].service_id]
-        settings = service.settings
-        assert settings is not None
-        windows = plan_windows.of(nows[i], service.timezone)
-        for period in _PERIODS:
-            if getattr(settings, f"limit_{period.value}") is not None:
-                key = (requests[i].service_id, windows[period].key)
-                wanted[key] = (requests[i].service_id, order[period])
-    if not wanted:
+    if not keys:
         return {}
-    keys = sorted(wanted, key=lambda key: (wanted[key], key[1]))
     statement = _insert(session)(QuotaCounter).values(
         [{"service_id": s, "window": w, "count": 0} for s, w in keys]
     )
@@ -541,29 +231,12 @@ async def _lock_counters(
 
 
 async def _lock_marks(
-    session: AsyncSession,
-    requests: Sequence[BulkRequest],
-    numbers: Sequence[Msisdn | InvalidMsisdn],
-    services: dict[int, _Service],
-    pending: list[int],
+    session: AsyncSession, keys: list[tuple[int, str]]
 ) -> dict[tuple[int, str], datetime]:
-    wanted: set[tuple[int, str]] = set()
-    for i in pending:
-        settings = services[requests[i].service_id].settings
-        assert settings is not None
-        if settings.min_interval_seconds > 0:
-            number = numbers[i]
-            assert isinstance(number, Msisdn)
-            scope = (
-                number.digits
-                if settings.min_interval_scope == "recipient"
-                else quotas.SERVICE_SCOPE
-            )
-            wanted.add((requests[i].service_id, scope))
-    if not wanted:
+    if not keys:
         return {}
     statement = _insert(session)(SendMark).values(
-        [{"service_id": s, "scope": scope, "last_at": _NEVER} for s, scope in sorted(wanted)]
+        [{"service_id": s, "scope": scope, "last_at": NEVER} for s, scope in keys]
     )
     rows = await session.execute(
         statement.on_conflict_do_update(
@@ -573,23 +246,13 @@ async def _lock_marks(
     return {(row.service_id, row.scope): row.last_at for row in rows.all()}
 
 
-async def _lock_merchants(
-    session: AsyncSession,
-    requests: Sequence[BulkRequest],
-    services: dict[int, _Service],
-    pending: list[int],
-) -> dict[int, tuple[int, int]]:
+async def _lock_merchants(session: AsyncSession, ids: list[int]) -> dict[int, tuple[int, int]]:
     """Balance and floor (``-credit``) of every merchant the batch may charge."""
-    ids = {
-        services[requests[i].service_id].merchant_id
-        for i in pending
-        if services[requests[i].service_id].price_per_part_minor > 0
-    }
     if not ids:
         return {}
     rows = await session.execute(
         select(Merchant.id, Merchant.balance_minor, Merchant.credit_minor)
-        .where(Merchant.id.in_(sorted(ids)))
+        .where(Merchant.id.in_(ids))
         .order_by(Merchant.id)
         .with_for_update()
     )
@@ -599,104 +262,44 @@ async def _lock_merchants(
 # --- writes -----------------------------------------------------------------------------------
 
 
-async def _write(
-    session: AsyncSession,
-    plan: _Plan,
-    services: dict[int, _Service],
-    results: list[SendResult | _Duplicate | None],
-) -> None:
-    if not plan.rows:
-        return
+async def _write(session: AsyncSession, batch: BatchDecision) -> list[int]:
+    """Insert the MT rows, move the counters and marks, charge the merchants; the MT ids."""
+    if not batch.mt_rows:
+        return []
     connection = await session.connection()
-    ids = (
-        (
+    ids = [
+        int(i)
+        for i in (
             await connection.execute(
-                insert(_MT).returning(_MT.c.id, sort_by_parameter_order=True), plan.rows
+                insert(_MT).returning(_MT.c.id, sort_by_parameter_order=True), batch.mt_rows
             )
         )
         .scalars()
         .all()
-    )
-    limits = _limits_by_counter(plan, services)
+    ]
     counter_moves = [
-        {"b_service": s, "b_window": w, "b_used": used, "b_limit": limits[(s, w)]}
-        for (s, w), used in sorted(plan.used.items())
-        if used
+        {"b_service": s, "b_window": w, "b_used": used, "b_limit": limit}
+        for s, w, used, limit in batch.counter_moves()
     ]
     if counter_moves:
         moved = await connection.execute(_COUNTER_UPDATE, counter_moves)
         if moved.rowcount not in (-1, len(counter_moves)):
             raise BatchConflict("a quota counter moved under its lock")
-    if plan.marks:
-        await connection.execute(
-            _MARK_UPDATE,
-            [
-                {"b_service": s, "b_scope": scope, "b_last": last}
-                for (s, scope), last in sorted(plan.marks.items())
-            ],
-        )
-    for merchant_id, costs in sorted(plan.costs.items()):
-        row_of = {position: cost for position, cost in costs}
-        any_service = services[int(plan.rows[costs[0][0]]["service_id"])]
+    mark_moves = [
+        {"b_service": s, "b_scope": scope, "b_last": last} for s, scope, last in batch.mark_moves()
+    ]
+    if mark_moves:
+        await connection.execute(_MARK_UPDATE, mark_moves)
+    for charge in batch.charges():
         await charge_merchant_many(
             session,
-            merchant_id=merchant_id,
+            merchant_id=charge.merchant_id,
             charges=[
-                Charge(
-                    f"mt:{ids[position]}",
-                    row_of[position],
-                    f"{plan.rows[position]['parts']} part(s) to {plan.rows[position]['msisdn']}",
-                )
-                for position, _ in costs
+                Charge(f"mt:{ids[position]}", amount, memo)
+                for position, amount, memo in charge.entries
             ],
-            currency=any_service.currency,
+            currency=charge.currency,
             kind=MT_COST_KIND,
-            now=plan.rows[costs[-1][0]]["created_at"],
+            now=charge.at,
         )
-    for position, index in enumerate(plan.indexes):
-        row = plan.rows[position]
-        results[index] = Accepted(
-            int(ids[position]),
-            row["msisdn"],
-            row["parts"],
-            row["encoding"],
-            row["cost_minor"],
-            row["currency"],
-            row["operator_id"],
-        )
-
-
-def _limits_by_counter(plan: _Plan, services: dict[int, _Service]) -> dict[tuple[int, str], int]:
-    limits: dict[tuple[int, str], int] = {}
-    for s, w in plan.used:
-        settings = services[s].settings
-        assert settings is not None
-        period = {"d": "day", "w": "week", "m": "month"}[w[0]]
-        limit = getattr(settings, f"limit_{period}")
-        assert limit is not None
-        limits[(s, w)] = limit
-    return limits
-
-
-def _finish(results: list[SendResult | _Duplicate | None]) -> list[SendResult]:
-    final: list[SendResult] = []
-    for result in results:
-        if isinstance(result, _Duplicate):
-            first = results[result.index]
-            assert isinstance(first, Accepted)
-            final.append(
-                Accepted(
-                    first.mt_id,
-                    first.msisdn,
-                    first.parts,
-                    first.encoding,
-                    first.cost_minor,
-                    first.currency,
-                    first.operator_id,
-                    duplicate=True,
-                )
-            )
-        else:
-            assert result is not None
-            final.append(result)
-    return final
+    return ids

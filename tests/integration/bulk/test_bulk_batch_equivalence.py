@@ -1,4 +1,5 @@
-"""The batch path (services/bulk_batch.py, used by the HTTP endpoints) answers every request
+"""The batch path (services/bulk_decide.py through each of its stores: the SQLAlchemy one of
+campaigns, and the raw sqlite3 / asyncpg one of the HTTP endpoints) answers every request
 exactly as the one-at-a-time path (services/bulk.accept) does, and leaves the same database:
 a seeded random mix of valid and invalid requests over services with limits, intervals,
 patterns, opt-outs, idempotency keys and a merchant short of credit."""
@@ -18,6 +19,7 @@ from tests.integration.bulk.bulk_env import T_START, add_bulk_service, provision
 
 from smsgate.services.bulk import Accepted, BulkRequest, SendResult, send_one
 from smsgate.services.bulk_batch import accept_batch
+from smsgate.services.bulk_queue import SessionBatches, batch_store
 from smsgate.services.optouts import BY_MERCHANT, add_opt_out
 from smsgate.store.db import make_engine, make_sessionmaker
 from smsgate.store.models import LedgerEntry, Merchant, MtMessage, QuotaCounter, SendMark
@@ -133,8 +135,11 @@ def two_databases(backend: str, request: pytest.FixtureRequest, tmp_path: Path) 
     return urls
 
 
+@pytest.mark.parametrize("store", ["session", "raw"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-async def test_batch_answers_as_one_at_a_time(two_databases: list[str], seed: int) -> None:
+async def test_batch_answers_as_one_at_a_time(
+    two_databases: list[str], seed: int, store: str
+) -> None:
     requests, nows = scenario(seed)
     engines = []
     try:
@@ -145,15 +150,20 @@ async def test_batch_answers_as_one_at_a_time(two_databases: list[str], seed: in
 
         expected = [await send_one(one, r, now=now) for r, now in zip(requests, nows, strict=True)]
         got: list[SendResult] = []
+        raw = batch_store(batch)
+        assert not isinstance(raw, SessionBatches)
         rng = random.Random(seed + 100)
         start = 0
         while start < len(requests):
             size = rng.choice([1, 3, 10, 40])
-            async with batch() as session, session.begin():
-                got += await accept_batch(
-                    session, requests[start : start + size], nows[start : start + size]
-                )
+            part, at = requests[start : start + size], nows[start : start + size]
+            if store == "session":
+                async with batch() as session, session.begin():
+                    got += await accept_batch(session, part, at)
+            else:
+                got += await raw.accept(part, at)
             start += size
+        await raw.release()
 
         assert shapes(got) == shapes(expected)
         assert {s[0] for s in shapes(expected)} == {"ok", "refused"}

@@ -1,0 +1,246 @@
+"""The batches of bulk sends on PostgreSQL: asyncpg directly, on a connection of the engine's
+pool.
+
+The same transaction as the SQLAlchemy store (``bulk_batch.py``: the same locks in the same
+order, the same conditional writes), without the ORM and with constant statements (lists go
+in as arrays, through ``= ANY`` and ``unnest``), which asyncpg prepares once per connection.
+The writer keeps its connection while batches follow one another, so a checkout (and the
+pool's pre-ping, three round trips) is paid once per burst, not per batch.
+
+MT ids come back in the order of the rows: the rows are inserted ``ORDER BY`` their position,
+and the ids are drawn from the table's sequence in that order (what SQLAlchemy's
+``sort_by_parameter_order`` relies on too).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Final
+
+import asyncpg
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from smsgate.services.bulk_batch import NEVER, BatchConflict
+from smsgate.services.bulk_decide import BatchDecision, MerchantCharge, ServiceView
+from smsgate.services.bulk_model import MT_COST_KIND, Accepted, BulkRequest, SendResult
+from smsgate.services.routes import RouteRow
+from smsgate.store.ledger import merchant_account
+
+__all__ = ["PostgresBatches"]
+
+_SERVICES: Final = (
+    "SELECT s.id, s.type, s.merchant_id, s.status, s.ip_allowlist, s.settings, m.status, "
+    "m.currency, m.timezone FROM services AS s JOIN merchants AS m ON m.id = s.merchant_id "
+    "WHERE s.id = ANY($1::bigint[])"
+)
+_OPTED_OUT: Final = (
+    "SELECT o.service_id, o.msisdn FROM opt_outs AS o "
+    "JOIN unnest($1::bigint[], $2::text[]) AS w(service_id, msisdn) "
+    "ON o.service_id = w.service_id AND o.msisdn = w.msisdn"
+)
+_EARLIER: Final = (
+    "SELECT t.id, t.service_id, t.idempotency_key, t.msisdn, t.parts, t.encoding, "
+    "t.cost_minor, t.currency, t.operator_id FROM mt_messages AS t "
+    "JOIN unnest($1::bigint[], $2::text[]) AS w(service_id, idempotency_key) "
+    "ON t.service_id = w.service_id AND t.idempotency_key = w.idempotency_key"
+)
+# The routes of enabled operators (kind 'r') and the enabled operators (kind 'o').
+_ROUTING: Final = (
+    "SELECT 'r', r.country, r.operator_id, r.priority FROM routes AS r "
+    "JOIN operators AS o ON o.id = r.operator_id WHERE o.enabled "
+    "UNION ALL SELECT 'o', country, id, 0 FROM operators WHERE enabled"
+)
+_LOCK_COUNTERS: Final = (
+    'INSERT INTO quota_counters (service_id, "window", count) '
+    "SELECT k.service_id, k.win, 0 FROM unnest($1::bigint[], $2::text[]) "
+    "WITH ORDINALITY AS k(service_id, win, position) ORDER BY k.position "
+    'ON CONFLICT (service_id, "window") DO UPDATE SET count = quota_counters.count '
+    'RETURNING service_id, "window", count'
+)
+_LOCK_MARKS: Final = (
+    "INSERT INTO send_marks (service_id, scope, last_at) "
+    "SELECT k.service_id, k.scope, $3 FROM unnest($1::bigint[], $2::text[]) "
+    "WITH ORDINALITY AS k(service_id, scope, position) ORDER BY k.position "
+    "ON CONFLICT (service_id, scope) DO UPDATE SET last_at = send_marks.last_at "
+    "RETURNING service_id, scope, last_at"
+)
+_MERCHANTS: Final = (
+    "SELECT id, balance_minor, credit_minor FROM merchants WHERE id = ANY($1::bigint[]) "
+    "ORDER BY id FOR UPDATE"
+)
+_INSERT_MTS: Final = (
+    "INSERT INTO mt_messages (merchant_id, service_id, operator_id, msisdn, sender, text, "
+    "encoding, parts, cost_minor, currency, idempotency_key, next_attempt_at, created_at, "
+    "updated_at, details, mo_id, status, error_code, attempts) "
+    "SELECT t.merchant_id, t.service_id, t.operator_id, t.msisdn, t.sender, t.text, "
+    "t.encoding, t.parts, t.cost_minor, t.currency, t.idempotency_key, t.at, t.at, t.at, "
+    "t.details::json, NULL, 'queued', '', 0 "
+    "FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], "
+    "$7::text[], $8::int[], $9::bigint[], $10::text[], $11::text[], $12::timestamptz[], "
+    "$13::text[]) WITH ORDINALITY AS t(merchant_id, service_id, operator_id, msisdn, sender, "
+    "text, encoding, parts, cost_minor, currency, idempotency_key, at, details, position) "
+    "ORDER BY t.position RETURNING id"
+)
+_MOVE_COUNTERS: Final = (
+    "UPDATE quota_counters AS q SET count = q.count + u.used "
+    "FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[]) "
+    "AS u(service_id, win, used, lim) "
+    'WHERE q.service_id = u.service_id AND q."window" = u.win AND q.count + u.used <= u.lim'
+)
+_MOVE_MARKS: Final = (
+    "UPDATE send_marks AS m SET last_at = u.last_at "
+    "FROM unnest($1::bigint[], $2::text[], $3::timestamptz[]) AS u(service_id, scope, last_at) "
+    "WHERE m.service_id = u.service_id AND m.scope = u.scope"
+)
+# store/ledger.charge_merchant_many's rows: the debit of the total within the credit, then
+# one entry per message, in one statement (the entries only if the debit happened).
+_CHARGE: Final = (
+    "WITH debit AS (UPDATE merchants SET balance_minor = balance_minor - $2 "
+    "WHERE id = $1 AND currency = $3 AND balance_minor - $2 >= -credit_minor RETURNING id) "
+    "INSERT INTO ledger_entries (account, merchant_id, kind, amount_minor, currency, ref, "
+    "memo, created_at) SELECT $4, debit.id, $5, e.amount, $3, e.ref, e.memo, $6 "
+    "FROM debit, unnest($7::bigint[], $8::text[], $9::text[]) AS e(amount, ref, memo) "
+    "RETURNING id"
+)
+
+
+def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
+    """Rows turned into one list per column (the arrays ``unnest`` takes)."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _count(status: str) -> int:
+    """The row count of a command status such as ``UPDATE 3``."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresBatches:
+    """This process's bulk batches on one PostgreSQL database, one after another."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+        self._held: AsyncConnection | None = None
+
+    async def accept(
+        self, requests: Sequence[BulkRequest], nows: Sequence[datetime]
+    ) -> list[SendResult]:
+        if self._held is None:
+            self._held = await self._engine.connect()
+        raw = await self._held.get_raw_connection()
+        connection: asyncpg.Connection = raw.driver_connection
+        try:
+            async with connection.transaction():
+                return await _accept(connection, BatchDecision(requests, nows))
+        except BaseException:
+            await self.release()  # a broken connection is not kept
+            raise
+
+    async def release(self) -> None:
+        """Give the connection back to the pool (the writer has nothing more to do)."""
+        held, self._held = self._held, None
+        if held is not None:
+            await held.close()
+
+
+async def _accept(db: asyncpg.Connection, batch: BatchDecision) -> list[SendResult]:
+    services = {
+        row[0]: ServiceView.of(
+            kind=row[1],
+            merchant_id=row[2],
+            status=row[3],
+            ip_allowlist=row[4],
+            settings=row[5],
+            merchant_status=row[6],
+            currency=row[7],
+            timezone=row[8],
+        )
+        for row in await db.fetch(_SERVICES, batch.service_ids())
+    }
+    opted_out: set[tuple[int, str]] = set()
+    if pairs := batch.recipients():
+        found = await db.fetch(_OPTED_OUT, *_columns(pairs, 2))
+        opted_out = {(row[0], row[1]) for row in found}
+    earlier: dict[tuple[int, str], Accepted] = {}
+    if keys := batch.idempotency_keys():
+        for row in await db.fetch(_EARLIER, *_columns(keys, 2)):
+            earlier[(row[1], row[2])] = Accepted(
+                row[0], row[3], row[4], row[5], row[6], row[7], row[8], duplicate=True
+            )
+    routes: list[RouteRow] = []
+    operators: list[tuple[str, str]] = []
+    for kind, country, operator_id, priority in await db.fetch(_ROUTING):
+        if kind == "r":
+            routes.append(RouteRow(country, operator_id, priority))
+        else:
+            operators.append((operator_id, country))
+    batch.check(services, opted_out, earlier, routes, operators)
+
+    counters: dict[tuple[int, str], int] = {}
+    if keys := batch.counter_keys():
+        for service_id, window, count in await db.fetch(_LOCK_COUNTERS, *_columns(keys, 2)):
+            counters[(service_id, window)] = int(count)
+    marks: dict[tuple[int, str], datetime] = {}
+    if keys := batch.mark_keys():
+        for service_id, scope, last in await db.fetch(_LOCK_MARKS, *_columns(keys, 2), NEVER):
+            marks[(service_id, scope)] = last
+    funds: dict[int, tuple[int, int]] = {}
+    if ids := batch.merchant_ids():
+        for merchant_id, balance, credit in await db.fetch(_MERCHANTS, ids):
+            funds[merchant_id] = (int(balance), -int(credit))
+    batch.decide(counters, marks, funds)
+    return batch.finish(await _write(db, batch))
+
+
+async def _write(db: asyncpg.Connection, batch: BatchDecision) -> list[int]:
+    if not batch.mt_rows:
+        return []
+    rows = [
+        (
+            r["merchant_id"],
+            r["service_id"],
+            r["operator_id"],
+            r["msisdn"],
+            r["sender"],
+            r["text"],
+            r["encoding"],
+            r["parts"],
+            r["cost_minor"],
+            r["currency"],
+            r["idempotency_key"],
+            r["created_at"],
+            json.dumps(r["details"]),
+        )
+        for r in batch.mt_rows
+    ]
+    ids = sorted(row[0] for row in await db.fetch(_INSERT_MTS, *_columns(rows, 13)))
+    if moves := batch.counter_moves():
+        status = await db.execute(_MOVE_COUNTERS, *_columns(moves, 4))
+        if _count(status) != len(moves):
+            raise BatchConflict("a quota counter moved under its lock")
+    if marks := batch.mark_moves():
+        await db.execute(_MOVE_MARKS, *_columns(marks, 3))
+    for charge in batch.charges():
+        await _charge(db, charge, ids)
+    return ids
+
+
+async def _charge(db: asyncpg.Connection, charge: MerchantCharge, ids: list[int]) -> None:
+    entries = [
+        (-amount, f"mt:{ids[position]}", memo[:255]) for position, amount, memo in charge.entries
+    ]
+    written = await db.fetch(
+        _CHARGE,
+        charge.merchant_id,
+        charge.total,
+        charge.currency,
+        merchant_account(charge.merchant_id),
+        MT_COST_KIND,
+        charge.at,
+        *_columns(entries, 3),
+    )
+    if len(written) != len(entries):
+        raise BatchConflict("a merchant's balance moved under its lock")
