@@ -33,7 +33,7 @@ from smsgate.links import mo_store
 from smsgate.links.incoming import is_receipt, read_mo, read_receipt
 from smsgate.links.settings import LinkSettings
 from smsgate.links.state import LINK_DELIVER_SM, LinkState
-from smsgate.services.dlr import IncomingReceipt, receive_receipt
+from smsgate.services.dlr import IncomingReceipt, receive_receipts
 from smsgate.services.mo import MoHandler
 from smsgate.smpp import (
     AlertNotification,
@@ -220,8 +220,32 @@ class Receiver:
             return _Result(S.ESME_RX_T_APPN, "refused", error=("deliver_sm", str(exc)))
 
     async def _mos(self, session: AsyncSession, items: list[_Item], now: datetime) -> list[_Result]:
-        """MOs and MO fragments, in the batch's transaction; one result per item, in order."""
-        return [await self._mo(session, item, now) for item in items]
+        """MOs and MO fragments, in the batch's transaction; one result per item, in order.
+
+        The messages on their own (nearly all MOs) are stored together, in a fixed number of
+        statements (``mo_store.store_whole_mos``); parts of concatenated MOs one by one.
+        """
+        parts = [read_mo(item.pdu) for item in items]
+        alphabet = self.settings.default_alphabet
+        whole = [i for i, part in enumerate(parts) if part.concat is None]
+        results: list[_Result | None] = [None] * len(items)
+        stored = await mo_store.store_whole_mos(
+            session,
+            operator_id=self.settings.operator_id,
+            mos=[
+                mo_store.WholeMo(parts[i], parts[i].text(alphabet), items[i].connection_id)
+                for i in whole
+            ],
+            now=now,
+            redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
+            handlers=self._handlers,
+        )
+        for i, one in zip(whole, stored, strict=True):
+            results[i] = _mo_result(one)
+        for i, item in enumerate(items):
+            if results[i] is None:
+                results[i] = await self._mo(session, item, now)
+        return [result for result in results if result is not None]
 
     async def _mo(self, session: AsyncSession, item: _Item, now: datetime) -> _Result:
         op = self.settings.operator_id
@@ -247,40 +271,39 @@ class Receiver:
                 redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
                 handlers=self._handlers,
             )
-        if stored.redelivery or (stored.outcome is not None and stored.outcome.duplicate):
-            kind = "redelivery"
-        else:
-            kind = "fragment" if stored.outcome is None else "mo"
-        return _Result(S.ESME_ROK, kind, stored.ack_guard_id)
+        return _mo_result(stored)
 
     async def _receipts(
         self, session: AsyncSession, items: list[_Item], now: datetime
     ) -> list[_Result]:
-        """Delivery receipts, in the batch's transaction; one result per item, in order."""
-        return [await self._receipt(session, item.pdu, now) for item in items]
+        """Delivery receipts, in the batch's transaction; one result per item, in order. The
+        readable ones go to the intake together (services/dlr.receive_receipts)."""
+        results: list[_Result] = []
+        readable: list[IncomingReceipt] = []
+        for item in items:
+            result, receipt = self._receipt(item.pdu)
+            results.append(result)
+            if receipt is not None:
+                readable.append(receipt)
+        outcomes = await receive_receipts(session, readable, now=now)
+        for receipt, outcome in zip(readable, outcomes, strict=True):
+            if not outcome.matched:
+                self._on_unmatched(receipt.operator_message_id)
+        return results
 
-    async def _receipt(
-        self, session: AsyncSession, pdu: DeliverSm | DataSm, now: datetime
-    ) -> _Result:
-        op = self.settings.operator_id
+    def _receipt(self, pdu: DeliverSm | DataSm) -> tuple[_Result, IncomingReceipt | None]:
         receipt = read_receipt(pdu, self.settings.dlr_id_format)
         if receipt is None:
             problem = ("receipt", f"unreadable receipt from {pdu.source_addr!r}")
-            return _Result(S.ESME_ROK, "receipt_unreadable", error=problem)
-        outcome = await receive_receipt(
-            session,
-            IncomingReceipt(
-                operator_id=op,
-                operator_message_id=receipt.message_id,
-                state=receipt.state,
-                error_code=receipt.error_code,
-                raw={"via": "smpp", "id": receipt.raw_id, "stat": receipt.stat},
-            ),
-            now=now,
+            return _Result(S.ESME_ROK, "receipt_unreadable", error=problem), None
+        incoming = IncomingReceipt(
+            operator_id=self.settings.operator_id,
+            operator_message_id=receipt.message_id,
+            state=receipt.state,
+            error_code=receipt.error_code,
+            raw={"via": "smpp", "id": receipt.raw_id, "stat": receipt.stat},
         )
-        if not outcome.matched:
-            self._on_unmatched(receipt.message_id)
-        return _Result(S.ESME_ROK, "receipt")
+        return _Result(S.ESME_ROK, "receipt"), incoming
 
     async def _confirm(self, session: SmppSession, guard_ids: list[int]) -> None:
         """Send enquire_link after the responses; its answer proves the SMSC read them."""
@@ -314,6 +337,14 @@ class Receiver:
                 self.settings.operator_id,
                 parts,
             )
+
+
+def _mo_result(stored: mo_store.StoredMo) -> _Result:
+    if stored.redelivery or (stored.outcome is not None and stored.outcome.duplicate):
+        kind = "redelivery"
+    else:
+        kind = "fragment" if stored.outcome is None else "mo"
+    return _Result(S.ESME_ROK, kind, stored.ack_guard_id)
 
 
 def _response(pdu: DeliverSm | DataSm, status: int) -> Response:

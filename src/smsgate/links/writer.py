@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy import Table, bindparam, delete, insert, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from smsgate.domain.clock import Clock
 from smsgate.links import sqlite_batches
 from smsgate.links.sqlite_batches import PartRow
 from smsgate.links.state import LinkState
-from smsgate.services.dlr import attach_operator_message_id
-from smsgate.store.models import DeliveryReport, MtMessage, MtPart
+from smsgate.services.dlr import apply_early_receipts, notify_submit_outcomes
+from smsgate.store.models import MtMessage, MtPart
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,7 @@ class ResultWriter:
         op = self._operator_id
         parts: list[PartRow] = []
         submitted: list[int] = []
+        settled: list[int] = []  # MTs whose outcome is the link's last word: reported
         finals: list[dict[str, Any]] = []
         requeued: list[dict[str, Any]] = []
         retried: list[int] = []
@@ -176,6 +177,7 @@ class ResultWriter:
                 parts.append((mt_id, part.part_no, message_id, status, part.error[:32], True))
             if outcome.status == "submitted":
                 submitted.append(mt_id)
+                settled.append(mt_id)
             elif outcome.status == "queued":
                 requeued.append(
                     {
@@ -194,6 +196,7 @@ class ResultWriter:
                         "b_now": now,
                     }
                 )
+                settled.append(mt_id)
         async with self._lock, self._sessions() as session, session.begin():
             # Core statements on the connection: the ORM's bulk paths cost more than the
             # database does at thousands of rows a second.
@@ -221,39 +224,14 @@ class ResultWriter:
                 await connection.execute(_FINAL_UPDATE, finals)
             if requeued:
                 await connection.execute(_REQUEUE_UPDATE, requeued)
+            # The merchant hears "accepted", "failed" or "unknown" with the outcome itself
+            # (docs/bulk.md, "DLR callbacks"), before any receipt that came early.
+            await notify_submit_outcomes(session, settled, now=now)
             waiting = [m for m in message_ids if m in self._early_receipts]
             if waiting:
-                await self._apply_early_receipts(session, waiting, now)
+                await apply_early_receipts(session, op, waiting, now=now)
         for message_id in waiting:
             self._early_receipts.pop(message_id, None)
-
-    async def _apply_early_receipts(
-        self, session: AsyncSession, message_ids: list[str], now: datetime
-    ) -> None:
-        """Receipts that came before their submit_sm_resp (DESIGN.md §2.2) are applied now."""
-        early: set[str] = set()
-        for chunk in _chunks(message_ids):
-            rows = await session.execute(
-                select(DeliveryReport.operator_message_id).where(
-                    DeliveryReport.operator_id == self._operator_id,
-                    DeliveryReport.mt_part_id.is_(None),
-                    DeliveryReport.operator_message_id.in_(chunk),
-                )
-            )
-            early.update(rows.scalars())
-        if not early:
-            return
-        parts = (
-            await session.execute(
-                select(MtPart).where(
-                    MtPart.operator_id == self._operator_id,
-                    MtPart.operator_message_id.in_(sorted(early)),
-                )
-            )
-        ).scalars()
-        for part in list(parts):
-            assert part.operator_message_id is not None
-            await attach_operator_message_id(session, part, part.operator_message_id, now=now)
 
 
 async def _insert_parts(

@@ -1,0 +1,160 @@
+"""Delivery-receipt intake in-process: receipts/s and CPU per receipt of ``services/dlr``.
+
+No SMPP and no HTTP: the receipts go straight into the service, in transactions of
+``--batch`` receipts as the link's receiver hands them over, against ``--messages`` submitted
+one-part MTs of a service with a DLR URL (every receipt is a DELIVRD that queues a callback).
+``--mode single`` calls ``receive_receipt`` once per receipt, ``--mode set`` calls
+``receive_receipts`` once per batch.
+
+    python bench/dlr_intake.py                                # SQLite and PostgreSQL, both modes
+    python bench/dlr_intake.py --backends sqlite --mode set --messages 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import insert, select
+
+from smsgate.services import dlr
+from smsgate.store.db import make_engine, make_sessionmaker
+from smsgate.store.migrate import upgrade
+from smsgate.store.models import Merchant, MtMessage, MtPart, Operator, Service
+
+PG_DSN = os.environ.get("SMSGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
+OPERATOR = "bench-op"
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+async def prepare(url: str, messages: int) -> None:
+    await upgrade(url)
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as connection:
+            stamp: dict[str, Any] = {"created_at": T0, "updated_at": T0}
+            await connection.execute(
+                insert(Operator).values(
+                    id=OPERATOR, country="BG", kind="smpp", host="127.0.0.1", port=1,
+                    system_id="b", password="b", tps=1000, window=10, settings={},
+                    intake_secret_hash="", ip_allowlist=[], **stamp,
+                )
+            )  # fmt: skip
+            await connection.execute(
+                insert(Merchant).values(
+                    id=1, login="shop", password_hash="x", currency="BGN", credit_minor=0,
+                    balance_minor=0, **stamp,
+                )
+            )  # fmt: skip
+            await connection.execute(
+                insert(Service).values(
+                    id=201, merchant_id=1, type="bulk", keyword="", status="active",
+                    ip_allowlist=[], settings={"dlr_url": "http://127.0.0.1:9/dlr"},
+                    callback_urls={}, callback_method="POST", signing_secret="s", **stamp,
+                )
+            )  # fmt: skip
+            for start in range(0, messages, 1000):
+                ids = range(start + 1, min(messages, start + 1000) + 1)
+                await connection.execute(
+                    insert(MtMessage),
+                    [
+                        {
+                            "id": mt_id, "merchant_id": 1, "service_id": 201,
+                            "operator_id": OPERATOR, "msisdn": "359881234567", "sender": "SHOP",
+                            "text": "hello", "encoding": "gsm7", "parts": 1,
+                            "status": "submitted", "next_attempt_at": T0, **stamp,
+                        }
+                        for mt_id in ids
+                    ],
+                )  # fmt: skip
+                await connection.execute(
+                    insert(MtPart),
+                    [
+                        {
+                            "mt_id": mt_id, "part_no": 1, "operator_id": OPERATOR,
+                            "operator_message_id": f"m{mt_id}", "status": "submitted",
+                            "error_code": "", "submitted_at": T0,
+                        }
+                        for mt_id in ids
+                    ],
+                )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+async def run(url: str, messages: int, batch: int, mode: str) -> tuple[float, float]:
+    engine = make_engine(url)
+    sessions = make_sessionmaker(engine)
+    receipts = [
+        dlr.IncomingReceipt(OPERATOR, f"m{n}", "delivered", "", {"via": "smpp", "id": f"m{n}"})
+        for n in range(1, messages + 1)
+    ]
+    wall, cpu = time.perf_counter(), time.process_time()
+    try:
+        for start in range(0, messages, batch):
+            chunk = receipts[start : start + batch]
+            async with sessions() as session, session.begin():
+                now = datetime.now(UTC)
+                if mode == "set":
+                    await dlr.receive_receipts(session, chunk, now=now)
+                else:
+                    for receipt in chunk:
+                        await dlr.receive_receipt(session, receipt, now=now)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        async with sessions() as session:
+            statuses = (await session.execute(select(MtMessage.status).distinct())).scalars()
+            assert list(statuses) == ["delivered"], "every message should be delivered"
+    finally:
+        await engine.dispose()
+    return wall, cpu
+
+
+async def bench(backend: str, mode: str, args: argparse.Namespace) -> None:
+    if backend == "sqlite":
+        workdir = Path(tempfile.mkdtemp(prefix="dlr-intake-"))
+        url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    else:
+        name = f"smsgate_dlrbench_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(f"{PG_DSN}/postgres")
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        url = "postgresql+asyncpg://" + PG_DSN.split("://", 1)[1] + "/" + name
+    try:
+        await prepare(url, args.messages)
+        wall, cpu = await run(url, args.messages, args.batch, mode)
+    finally:
+        if backend == "postgresql":
+            admin = await asyncpg.connect(f"{PG_DSN}/postgres")
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await admin.close()
+    print(
+        f"{backend:10s} {mode:6s} {args.messages:,} receipts in batches of {args.batch}: "
+        f"{args.messages / wall:8,.0f} receipts/s, {1e6 * cpu / args.messages:6,.0f} us CPU "
+        f"per receipt (this process; load {os.getloadavg()[0]:.2f})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--mode", default="single,set")
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+    for backend in args.backends.split(","):
+        for mode in args.mode.split(","):
+            if mode == "set" and not hasattr(dlr, "receive_receipts"):
+                continue
+            asyncio.run(bench(backend, mode, args))
+
+
+if __name__ == "__main__":
+    main()
