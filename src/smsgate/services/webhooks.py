@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, case, column, func, insert, select, update, values
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.store.jobs import enqueue, enqueue_many
@@ -27,6 +27,7 @@ from smsgate.store.models import Service, WebhookAttempt, WebhookEvent
 
 DELIVER_KIND: Final = "webhook.deliver"
 _EVENTS = cast(Table, WebhookEvent.__table__)
+_ATTEMPTS = cast(Table, WebhookAttempt.__table__)
 
 PENDING: Final = "pending"
 DELIVERED: Final = "delivered"
@@ -225,40 +226,149 @@ async def record_attempt(
 ) -> None:
     """Log one attempt and move the event: ``outcome`` is ``delivered``, ``failed`` (no more
     tries) or ``pending`` (a retry follows)."""
-    if outcome not in (PENDING, DELIVERED, FAILED):
-        raise ValueError(f"unknown outcome {outcome!r}")
-    await session.execute(
-        insert(WebhookAttempt).values(
-            event_id=event_id,
-            at=attempt.at,
-            status_code=attempt.status_code,
-            response_excerpt=attempt.response_excerpt[:EXCERPT_CHARS],
-            error=attempt.error[:ERROR_CHARS],
-            duration_ms=attempt.duration_ms,
-        )
-    )
-    await session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.id == event_id)
-        .values(attempts=WebhookEvent.attempts + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if outcome == DELIVERED:
-        await session.execute(
-            update(WebhookEvent)
-            .where(WebhookEvent.id == event_id)
-            .values(status=DELIVERED, delivered_at=attempt.at)
-            .execution_options(synchronize_session=False)
-        )
-    elif outcome == FAILED:
-        await mark_failed(session, event_id)
+    await record_attempts(session, [AttemptOutcome(event_id, attempt, outcome)])
 
 
 async def mark_failed(session: AsyncSession, event_id: str) -> None:
     """No more tries. An event another delivery got through meanwhile stays delivered."""
+    await mark_failed_many(session, [event_id])
+
+
+# --- many deliveries at once (the worker's batches) -------------------------------------------
+
+
+async def load_deliveries(session: AsyncSession, event_ids: Collection[str]) -> dict[str, Delivery]:
+    """``load_delivery`` for many events: two statements whatever their number (the events
+    with their service's secret, then the first-service secrets of merchant-level events)."""
+    if not event_ids:
+        return {}
+    rows = (
+        await session.execute(
+            select(
+                WebhookEvent.id,
+                WebhookEvent.event_type,
+                WebhookEvent.merchant_id,
+                WebhookEvent.service_id,
+                WebhookEvent.url,
+                WebhookEvent.method,
+                WebhookEvent.payload,
+                WebhookEvent.status,
+                WebhookEvent.created_at,
+                Service.signing_secret,
+            )
+            .outerjoin(Service, Service.id == WebhookEvent.service_id)
+            .where(WebhookEvent.id.in_(set(event_ids)))
+        )
+    ).all()
+    merchant_level = {row.merchant_id for row in rows if row.service_id is None}
+    first_secrets: dict[int, str | None] = {}
+    if merchant_level:
+        first = (
+            select(Service.merchant_id, func.min(Service.id).label("service_id"))
+            .where(Service.merchant_id.in_(merchant_level))
+            .group_by(Service.merchant_id)
+            .subquery()
+        )
+        secrets_rows = await session.execute(
+            select(first.c.merchant_id, Service.signing_secret).join(
+                Service, Service.id == first.c.service_id
+            )
+        )
+        first_secrets = {int(m): s for m, s in secrets_rows}
+    deliveries = {}
+    for row in rows:
+        secret = (
+            row.signing_secret if row.service_id is not None else first_secrets.get(row.merchant_id)
+        )
+        deliveries[row.id] = Delivery(
+            event_id=row.id,
+            event_type=row.event_type,
+            merchant_id=row.merchant_id,
+            service_id=row.service_id,
+            url=row.url,
+            method=row.method,
+            fields={str(k): str(v) for k, v in (row.payload or {}).items()},
+            status=row.status,
+            signing_secret=secret or None,
+            created_at=row.created_at,
+        )
+    return deliveries
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """One logged attempt and where it leaves the event (``record_attempt``'s arguments)."""
+
+    event_id: str
+    attempt: AttemptRecord
+    outcome: str
+
+
+async def record_attempts(session: AsyncSession, outcomes: Sequence[AttemptOutcome]) -> None:
+    """``record_attempt`` for many attempts: one insert into the log, one update of the
+    events' counts and states (a join on the outcomes), one for those that failed."""
+    if not outcomes:
+        return
+    for item in outcomes:
+        if item.outcome not in (PENDING, DELIVERED, FAILED):
+            raise ValueError(f"unknown outcome {item.outcome!r}")
+    connection = await session.connection()
+    await connection.execute(
+        insert(_ATTEMPTS),
+        [
+            {
+                "event_id": item.event_id,
+                "at": item.attempt.at,
+                "status_code": item.attempt.status_code,
+                "response_excerpt": item.attempt.response_excerpt[:EXCERPT_CHARS],
+                "error": item.attempt.error[:ERROR_CHARS],
+                "duration_ms": item.attempt.duration_ms,
+            }
+            for item in outcomes
+        ],
+    )
+    # One row per event (a re-sent event can be delivered twice in one batch): the attempts
+    # it made, and when it was delivered if it was.
+    per_event: dict[str, list[Any]] = {}
+    for item in outcomes:
+        counted = per_event.setdefault(item.event_id, [item.event_id, 0, 0, item.attempt.at])
+        counted[1] += 1
+        if item.outcome == DELIVERED:
+            counted[2:] = [1, item.attempt.at]
+    made = (
+        values(
+            column("id", WebhookEvent.id.type),
+            column("made", WebhookEvent.attempts.type),
+            column("delivered", WebhookEvent.attempts.type),
+            column("at", WebhookEvent.created_at.type),
+            name="made",
+        )
+        .data([tuple(row) for row in per_event.values()])
+        .cte("made")
+    )
+    delivered = made.c.delivered == 1
     await session.execute(
         update(WebhookEvent)
-        .where(WebhookEvent.id == event_id, WebhookEvent.status == PENDING)
+        .where(WebhookEvent.id == made.c.id)
+        .values(
+            attempts=WebhookEvent.attempts + made.c.made,
+            status=case((delivered, DELIVERED), else_=WebhookEvent.status),
+            delivered_at=case((delivered, made.c.at), else_=WebhookEvent.delivered_at),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    failed = {item.event_id for item in outcomes if item.outcome == FAILED}
+    if failed:
+        await mark_failed_many(session, failed)
+
+
+async def mark_failed_many(session: AsyncSession, event_ids: Collection[str]) -> None:
+    """``mark_failed`` for many events."""
+    if not event_ids:
+        return
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.id.in_(set(event_ids)), WebhookEvent.status == PENDING)
         .values(status=FAILED)
         .execution_options(synchronize_session=False)
     )

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, delete, event, func, or_, select, update
+from sqlalchemy import and_, column, delete, event, func, or_, select, tuple_, update, values
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -346,6 +346,138 @@ async def release(session: AsyncSession, job: ClaimedJob, *, now: datetime) -> b
         .execution_options(synchronize_session=False)
     )
     return _rowcount(result) == 1
+
+
+# --- finishing many claims at once (batch handlers) ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A failed attempt of a claimed job, for ``fail_many``."""
+
+    job: ClaimedJob
+    error: str
+    permanent: bool = False
+
+
+def _ours_many(claims: Sequence[ClaimedJob]) -> Any:
+    # (id, attempts) names one claim; the worker ids of one batch are all the same worker's.
+    return and_(
+        tuple_(Job.id, Job.attempts).in_([(job.id, job.attempt) for job in claims]),
+        Job.status == RUNNING,
+        Job.locked_by.in_({job.worker_id for job in claims}),
+    )
+
+
+async def complete_many(
+    session: AsyncSession, claims: Sequence[ClaimedJob], *, now: datetime
+) -> set[int]:
+    """``complete`` for many claims in one statement; returns the ids that were still ours."""
+    if not claims:
+        return set()
+    result = await session.execute(
+        update(Job)
+        .where(_ours_many(claims))
+        .values(status=DONE, locked_by=None, lease_until=None, updated_at=now)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return {int(job_id) for job_id in result.scalars()}
+
+
+async def fail_many(
+    session: AsyncSession,
+    failures: Sequence[Failure],
+    *,
+    now: datetime,
+    policy: RetryPolicy = DEFAULT_RETRY,
+    rand: Callable[[], float] = random.random,
+) -> dict[int, str]:
+    """``fail`` for many claims in one statement: returns the new status (``queued`` or
+    ``dead``) of each job that was still ours."""
+    if not failures:
+        return {}
+    rows = []
+    for failure in failures:
+        job = failure.job
+        if failure.permanent or job.attempt >= job.max_attempts:
+            status, run_at = DEAD, job.run_at
+        else:
+            status, run_at = QUEUED, now + timedelta(seconds=policy.delay(job.attempt, rand()))
+        rows.append((job.id, job.attempt, status, run_at, failure.error[:MAX_ERROR_CHARS]))
+    # Each row has its own status, time and error: one UPDATE joined with a VALUES list, which
+    # both PostgreSQL and SQLite (3.33+) run as a join.
+    outcome = (
+        values(
+            column("id", Job.id.type),
+            column("attempts", Job.attempts.type),
+            column("status", Job.status.type),
+            column("run_at", Job.run_at.type),
+            column("last_error", Job.last_error.type),
+            name="outcome",
+        )
+        .data(rows)
+        .cte("outcome")
+    )
+    result = await session.execute(
+        update(Job)
+        .where(
+            Job.id == outcome.c.id,
+            Job.attempts == outcome.c.attempts,
+            Job.status == RUNNING,
+            Job.locked_by.in_({failure.job.worker_id for failure in failures}),
+        )
+        .values(
+            status=outcome.c.status,
+            run_at=outcome.c.run_at,
+            last_error=outcome.c.last_error,
+            locked_by=None,
+            lease_until=None,
+            updated_at=now,
+        )
+        .returning(Job.id, Job.status)
+        .execution_options(synchronize_session=False)
+    )
+    return {int(job_id): str(status) for job_id, status in result}
+
+
+async def extend_leases(
+    session: AsyncSession, claims: Sequence[ClaimedJob], *, lease_seconds: float, now: datetime
+) -> set[int]:
+    """``extend_lease`` for many claims; returns the ids still ours."""
+    if not claims:
+        return set()
+    result = await session.execute(
+        update(Job)
+        .where(_ours_many(claims))
+        .values(lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return {int(job_id) for job_id in result.scalars()}
+
+
+async def release_many(
+    session: AsyncSession, claims: Sequence[ClaimedJob], *, now: datetime
+) -> set[int]:
+    """``release`` for many claims; returns the ids given back."""
+    if not claims:
+        return set()
+    result = await session.execute(
+        update(Job)
+        .where(_ours_many(claims))
+        .values(
+            status=QUEUED,
+            locked_by=None,
+            lease_until=None,
+            attempts=Job.attempts - 1,
+            run_at=now,
+            updated_at=now,
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return {int(job_id) for job_id in result.scalars()}
 
 
 async def requeue_dead(session: AsyncSession, job_id: int, *, now: datetime) -> bool:

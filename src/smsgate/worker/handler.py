@@ -1,11 +1,14 @@
-"""The contract between the worker and the code that carries out one kind of job."""
+"""The contract between the worker and the code that carries out one kind of job: a handler
+of one job at a time, or a batch handler of many."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.runtime import Runtime
 from smsgate.store.jobs import ClaimedJob
@@ -46,3 +49,50 @@ class JobContext:
 # retry (``PermanentJobError``: give up). It may run more than once for one job (a worker can
 # die after the work and before recording it), so it must be idempotent.
 Handler = Callable[[dict[str, Any], JobContext], Awaitable[None]]
+
+
+# --- batch handlers ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """What became of one job of a batch: done (``error`` None), retry later, or never
+    (``permanent``), as returning, raising and raising ``PermanentJobError`` say for one job."""
+
+    error: str | None = None
+    permanent: bool = False
+
+
+DONE: JobOutcome = JobOutcome()
+
+# Writes a batch handler makes in the transaction that records its jobs' outcomes.
+BatchWrite = Callable[[AsyncSession], Awaitable[None]]
+
+
+class BatchContext(Protocol):
+    """What a batch handler is given besides its jobs."""
+
+    @property
+    def runtime(self) -> Runtime: ...
+
+    def now(self) -> datetime: ...
+
+    async def finish(
+        self, outcomes: Sequence[tuple[ClaimedJob, JobOutcome]], write: BatchWrite | None = None
+    ) -> None:
+        """Record these jobs' outcomes, and run ``write`` first, in one transaction. Call it
+        for parts of the batch as they end, so a slow job does not hold back the others.
+        If the transaction fails the jobs run again after their lease (at least once)."""
+
+
+@runtime_checkable
+class BatchHandler(Protocol):
+    """A handler that takes many jobs of its kind at once (the worker claims them in one
+    statement, keeps their leases with one heartbeat, and records outcomes set-wise).
+
+    ``run_batch`` calls ``batch.finish`` for every job it was given; a job it returns
+    without finishing is retried, and an exception retries all unfinished ones. Raising
+    ``asyncio.CancelledError`` (the worker is stopping) gives them back untouched.
+    """
+
+    async def run_batch(self, jobs: Sequence[ClaimedJob], batch: BatchContext) -> None: ...

@@ -11,6 +11,11 @@ the lease forward every third of ``lease_seconds``. A worker that dies stops the
 its jobs become claimable when the lease runs out, so a job is lost never, but may run twice
 (handlers are idempotent). ``job_timeout_seconds`` bounds a handler that hangs.
 
+Batch handlers (``handler.BatchHandler``, the webhook sender): their kinds are claimed up to
+``batch_size`` jobs per statement and handed over as one batch (worker/batches.py); up to
+``max_batched`` such jobs are in hand at once, so the next batch is claimed while the last
+one is still sending.
+
 Stopping: ``stop()`` ends claiming; ``run()`` returns once the running jobs finish, or after
 ``drain_seconds``, when the rest are cancelled and given back to the queue (``release``).
 """
@@ -25,7 +30,7 @@ import random
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import timedelta
 from typing import Protocol, runtime_checkable
 
@@ -33,7 +38,8 @@ from smsgate.domain.backoff import DEFAULT_RETRY, RetryPolicy
 from smsgate.runtime import Runtime
 from smsgate.store import jobs
 from smsgate.store.jobs import ClaimedJob
-from smsgate.worker.handler import Handler, JobContext, PermanentJobError
+from smsgate.worker.batches import Batch, run_batch
+from smsgate.worker.handler import BatchHandler, Handler, JobContext, PermanentJobError
 from smsgate.worker.webhook_sender import DELIVER_KIND, WEBHOOK_RETRY, WebhookSender
 
 log = logging.getLogger("smsgate.worker")
@@ -70,6 +76,8 @@ class Worker:
         *,
         worker_id: str | None = None,
         concurrency: int | None = None,
+        batch_size: int = 200,
+        max_batched: int | None = None,
         poll_seconds: float | None = None,
         lease_seconds: float | None = None,
         retry_policies: Mapping[str, RetryPolicy] | None = None,
@@ -82,6 +90,11 @@ class Worker:
         settings = runtime.settings
         self._runtime = runtime
         self._handlers = dict(handlers)
+        self._batch_handlers: dict[str, BatchHandler] = {}
+        for kind, handler in handlers.items():
+            if isinstance(handler, BatchHandler):
+                self._batch_handlers[kind] = handler
+        self._single_kinds = [kind for kind in handlers if kind not in self._batch_handlers]
         self.worker_id = worker_id or new_worker_id()
         self._concurrency = concurrency or settings.worker_concurrency
         self._poll_seconds = settings.worker_poll_seconds if poll_seconds is None else poll_seconds
@@ -94,6 +107,13 @@ class Worker:
         self._rand = rand
         if self._concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._batch_size = batch_size
+        self._max_batched = max_batched or 3 * batch_size
+        self._batched = 0  # jobs of batch kinds claimed and not finished
+        self._batch_tasks: set[asyncio.Task[None]] = set()
+        self._batches_saturated = False
         self._refill_batch = max(1, self._concurrency // 4)
         if self._lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
@@ -109,7 +129,7 @@ class Worker:
 
     @property
     def running_jobs(self) -> int:
-        return len(self._tasks)
+        return len(self._tasks) + self._batched
 
     # --- control ---------------------------------------------------------------------------
 
@@ -146,12 +166,20 @@ class Worker:
             while not self._stopping:
                 self._wake.clear()
                 free = self._concurrency - len(self._tasks)
-                if free > 0:
-                    claimed = await self._claim(free)
+                if self._single_kinds and free > 0:
+                    claimed = await self._claim(self._single_kinds, free)
                     for job in claimed:
                         self._start(job)
                     # A full batch suggests more is due: come back as soon as a slot frees.
                     self._saturated = len(claimed) == free
+                room = min(self._batch_size, self._max_batched - self._batched)
+                if self._batch_handlers and room > 0:
+                    claimed = await self._claim(self._batch_handlers.keys(), room)
+                    for batch_jobs in _by_kind(claimed):
+                        self._start_batch(batch_jobs)
+                    self._batches_saturated = len(claimed) == room
+                    if self._batches_saturated:
+                        self._batch_jobs_finished(0)  # room for one more batch: claim it now
                 if time.monotonic() - last_metrics >= self._metrics_interval:
                     last_metrics = time.monotonic()
                     await self._housekeeping()
@@ -173,16 +201,51 @@ class Worker:
         ran. For tests with a fake clock and for one-shot runs; ``run()`` is the service."""
         total = 0
         for _ in range(max_rounds):
-            claimed = await self._claim(self._concurrency)
-            if not claimed:
+            single = await self._claim(self._single_kinds, self._concurrency)
+            batched = await self._claim(self._batch_handlers.keys(), self._batch_size)
+            if not single and not batched:
                 break
-            await asyncio.gather(*(self._execute(job) for job in claimed))
-            total += len(claimed)
+            await asyncio.gather(
+                *(self._execute(job) for job in single),
+                *(self._execute_batch(jobs) for jobs in _by_kind(batched)),
+            )
+            total += len(single) + len(batched)
         return total
 
     async def aclose(self) -> None:
         """Close what the handlers hold (HTTP clients); ``run()`` does it on its way out."""
         await self._close_handlers()
+
+    # --- batches -----------------------------------------------------------------------------
+
+    def _start_batch(self, claimed: list[ClaimedJob]) -> None:
+        task = asyncio.create_task(self._execute_batch(claimed), name=f"batch-{claimed[0].id}")
+        self._batch_tasks.add(task)
+        task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._batch_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batch task crashed", exc_info=task.exception())
+
+    async def _execute_batch(self, claimed: list[ClaimedJob]) -> None:
+        kind = claimed[0].kind
+        self._batched += len(claimed)
+        batch = Batch(
+            self._runtime,
+            claimed,
+            policy=self._retry.get(kind, DEFAULT_RETRY),
+            rand=self._rand,
+            on_finished=self._batch_jobs_finished,
+        )
+        await run_batch(self._batch_handlers[kind], batch, claimed, self._lease_seconds)
+
+    def _batch_jobs_finished(self, count: int) -> None:
+        self._batched -= count
+        # Backed up: claim again once half a batch of room is free.
+        room = self._max_batched - self._batched
+        if self._batches_saturated and self._wake is not None and room >= self._batch_size // 2:
+            self._wake.set()
 
     # --- one job -----------------------------------------------------------------------------
 
@@ -290,13 +353,15 @@ class Worker:
 
     # --- helpers -----------------------------------------------------------------------------
 
-    async def _claim(self, limit: int) -> list[ClaimedJob]:
+    async def _claim(self, kinds: Collection[str], limit: int) -> list[ClaimedJob]:
+        if not kinds:
+            return []
         try:
             async with self._runtime.sessions.begin() as session:
                 return await jobs.claim(
                     session,
                     worker_id=self.worker_id,
-                    kinds=self._handlers.keys(),
+                    kinds=kinds,
                     limit=limit,
                     lease_seconds=self._lease_seconds,
                     now=self._runtime.clock.now(),
@@ -328,9 +393,10 @@ class Worker:
             self.nudge()
 
     async def _drain(self) -> None:
-        if not self._tasks:
+        running = self._tasks | self._batch_tasks
+        if not running:
             return
-        _, pending = await asyncio.wait(set(self._tasks), timeout=self._drain_seconds)
+        _, pending = await asyncio.wait(running, timeout=self._drain_seconds)
         for task in pending:
             task.cancel()
         if pending:
@@ -347,6 +413,13 @@ class Worker:
                 await handler.aclose()
             except Exception:
                 log.exception("closing a job handler failed")
+
+
+def _by_kind(claimed: list[ClaimedJob]) -> list[list[ClaimedJob]]:
+    groups: dict[str, list[ClaimedJob]] = {}
+    for job in claimed:
+        groups.setdefault(job.kind, []).append(job)
+    return list(groups.values())
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
-"""The HTTP client for merchant callbacks: pooled keep-alive connections, public hosts only.
+"""The connections for merchant callbacks: pooled keep-alive connections, public hosts only.
 
-Keep-alive: one client serves the whole worker, so consecutive callbacks to one merchant reuse
-a connection instead of opening one each (DESIGN.md §2.2).
+Keep-alive: one ``CallbackConnections`` serves the whole worker, so consecutive callbacks to
+one merchant reuse a few connections instead of opening one each (DESIGN.md §2.2).
 
 Address check, pinned: the check sits in the connection layer. When the pool opens a
 connection it asks our network backend, which resolves the host (asyncio ``getaddrinfo``),
@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Iterable
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import httpcore2
 import httpx2
 
-from smsgate.config import Settings
 from smsgate.domain.url_safety import UnsafeUrlError, check_address
+from smsgate.worker.asyncio_stream import AsyncioBackend
 
 USER_AGENT = "smsgate-webhooks/1"
 
@@ -31,7 +34,7 @@ class PublicOnlyBackend(httpcore2.AsyncNetworkBackend):
     """Resolves, checks, then connects to the checked address (see the module docstring)."""
 
     def __init__(self, inner: httpcore2.AsyncNetworkBackend | None = None) -> None:
-        self._inner = inner or httpcore2.AnyIOBackend()
+        self._inner = inner or AsyncioBackend()
 
     async def connect_tcp(
         self,
@@ -85,38 +88,164 @@ class PublicOnlyBackend(httpcore2.AsyncNetworkBackend):
         return addresses
 
 
-class _PublicOnlyTransport(httpx2.AsyncHTTPTransport):
-    def __init__(self, *, limits: httpx2.Limits) -> None:
-        super().__init__(limits=limits)
-        # The stock transport builds the same pool without a way to pass a network backend;
-        # rebuild it with ours. (Covered by tests/integration/webhooks: a private address must
-        # be refused through this client.)
-        self._pool = httpcore2.AsyncConnectionPool(
-            ssl_context=httpx2.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
-            network_backend=PublicOnlyBackend(),
+@dataclass(frozen=True)
+class Answer:
+    """The status of an answer and the start of its body (at most ``limit`` bytes)."""
+
+    status: int
+    body: bytes
+
+
+class _Origin:
+    """The connections to one scheme://host:port: at most ``limit`` at once."""
+
+    def __init__(self, limit: int) -> None:
+        self.slots = asyncio.Semaphore(limit)
+        self.idle: list[httpcore2.AsyncHTTP11Connection] = []
+        self.last_used = time.monotonic()
+
+
+class CallbackConnections:
+    """Keep-alive HTTP/1.1 connections to merchants, pooled per origin, public hosts only.
+
+    At most ``per_origin`` requests to one origin run at once (each on its own connection), so
+    one merchant cannot take every connection and a burst of callbacks to it reuses a few
+    warm connections. New connections go through ``PublicOnlyBackend`` (unless
+    ``allow_private``): the address check happens when connecting, as before. The protocol is
+    httpcore2's HTTP/1.1 connection (h11); this class only hands connections out and takes
+    them back, which costs less than httpcore2's general pool (no scan of every connection
+    on every request).
+    """
+
+    def __init__(
+        self,
+        *,
+        allow_private: bool,
+        per_origin: int = 16,
+        keepalive_seconds: float = 30.0,
+        backend: httpcore2.AsyncNetworkBackend | None = None,
+    ) -> None:
+        inner = AsyncioBackend()
+        self._backend = backend or (inner if allow_private else PublicOnlyBackend(inner))
+        self._per_origin = per_origin
+        self._keepalive = keepalive_seconds
+        self._origins: dict[tuple[bytes, bytes, int], _Origin] = {}
+        self._ssl_context: ssl.SSLContext | None = None
+        self._last_sweep = time.monotonic()
+
+    @property
+    def open_connections(self) -> int:
+        return sum(len(origin.idle) for origin in self._origins.values())
+
+    async def request(
+        self,
+        request: httpcore2.Request,
+        *,
+        timeout_seconds: float,
+        limit: int,
+        on_start: Callable[[], None] | None = None,
+    ) -> Answer:
+        """Send ``request`` and read up to ``limit`` bytes of the answer, all within
+        ``timeout_seconds`` from the moment a connection slot is free (``on_start`` is called
+        then). httpcore2's errors (``ConnectError``, ...) and ``UnsafeUrlError`` pass through;
+        the whole exchange running late raises ``TimeoutError``."""
+        url = request.url
+        key = (url.scheme, url.host, url.port or 0)
+        origin = self._origins.get(key)
+        if origin is None:
+            origin = self._origins[key] = _Origin(self._per_origin)
+        async with origin.slots:
+            origin.last_used = time.monotonic()
+            if on_start is not None:
+                on_start()
+            async with asyncio.timeout(timeout_seconds):
+                connection = self._idle_connection(origin)
+                if connection is None:
+                    connection = await self._connect(url.origin, request)
+                try:
+                    response = await connection.handle_async_request(request)
+                    body = bytearray()
+                    try:
+                        async for chunk in response.stream:  # type: ignore[union-attr]
+                            body += chunk
+                            if len(body) >= limit:
+                                break  # the rest is dropped with the connection
+                    finally:
+                        await response.aclose()
+                except BaseException:
+                    await connection.aclose()
+                    raise
+            if connection.is_idle():
+                origin.idle.append(connection)
+            else:
+                await connection.aclose()
+        self._sweep_now_and_then()
+        return Answer(status=response.status, body=bytes(body))
+
+    def _idle_connection(self, origin: _Origin) -> httpcore2.AsyncHTTP11Connection | None:
+        while origin.idle:
+            connection = origin.idle.pop()
+            if connection.has_expired():  # idle too long, or the merchant closed it
+                _close_soon(connection)
+                continue
+            return connection
+        return None
+
+    async def _connect(
+        self, origin: httpcore2.Origin, request: httpcore2.Request
+    ) -> httpcore2.AsyncHTTP11Connection:
+        timeouts = request.extensions.get("timeout", {})
+        host = origin.host.decode("ascii")
+        stream = await self._backend.connect_tcp(host, origin.port, timeout=timeouts.get("connect"))
+        if origin.scheme == b"https":
+            try:
+                stream = await stream.start_tls(
+                    self._tls(), server_hostname=host, timeout=timeouts.get("connect")
+                )
+            except BaseException:
+                await stream.aclose()
+                raise
+        return httpcore2.AsyncHTTP11Connection(
+            origin=origin, stream=stream, keepalive_expiry=self._keepalive
         )
 
+    def _tls(self) -> ssl.SSLContext:
+        if self._ssl_context is None:
+            context = httpx2.create_ssl_context()
+            context.set_alpn_protocols(["http/1.1"])
+            self._ssl_context = context
+        return self._ssl_context
 
-def make_webhook_client(settings: Settings) -> httpx2.AsyncClient:
-    """The worker's one client for callbacks."""
-    limits = httpx2.Limits(
-        max_connections=max(10, settings.worker_concurrency),
-        max_keepalive_connections=max(10, settings.worker_concurrency),
-        keepalive_expiry=30.0,
-    )
-    transport: httpx2.AsyncHTTPTransport
-    if settings.webhook_allow_private:
-        transport = httpx2.AsyncHTTPTransport(limits=limits)
-    else:
-        transport = _PublicOnlyTransport(limits=limits)
-    return httpx2.AsyncClient(
-        transport=transport,
-        timeout=httpx2.Timeout(settings.webhook_timeout_seconds),
-        follow_redirects=False,
-        # No proxies or .netrc credentials from the environment for merchants' URLs.
-        trust_env=False,
-        headers={"user-agent": USER_AGENT},
-    )
+    def _sweep_now_and_then(self) -> None:
+        # Close connections idle past keep-alive and forget origins unused for a while, so
+        # merchants called once do not hold sockets open for ever.
+        now = time.monotonic()
+        if now - self._last_sweep < self._keepalive / 3:
+            return
+        self._last_sweep = now
+        for key, origin in list(self._origins.items()):
+            kept = []
+            for connection in origin.idle:
+                if connection.has_expired():
+                    _close_soon(connection)
+                else:
+                    kept.append(connection)
+            origin.idle = kept
+            unused = now - origin.last_used > self._keepalive
+            if not kept and unused and not origin.slots.locked():
+                del self._origins[key]
+
+    async def aclose(self) -> None:
+        origins, self._origins = self._origins, {}
+        for origin in origins.values():
+            for connection in origin.idle:
+                await connection.aclose()
+
+
+_closing: set[asyncio.Task[None]] = set()
+
+
+def _close_soon(connection: httpcore2.AsyncHTTP11Connection) -> None:
+    task = asyncio.get_running_loop().create_task(connection.aclose())
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)

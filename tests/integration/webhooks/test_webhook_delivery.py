@@ -25,7 +25,7 @@ from smsgate.runtime import Runtime
 from smsgate.services import webhooks
 from smsgate.store import jobs
 from smsgate.store.models import Job, Service, WebhookAttempt, WebhookEvent
-from smsgate.worker import Worker, default_handlers
+from smsgate.worker import WebhookSender, Worker, default_handlers
 
 FIELDS = {"id": "42", "msisdn": "359888123456", "status": "delivered", "text": "Здравей & =+ 100%"}
 
@@ -178,19 +178,21 @@ async def test_get_puts_the_fields_in_the_query_string_and_signs_it(
     assert (await _event(runtime, event_id)).status == "delivered"
 
 
-async def test_keep_alive_one_connection_serves_many_callbacks(
+async def test_keep_alive_a_few_connections_per_host_serve_many_callbacks(
     runtime: Runtime, receiver: Any
 ) -> None:
     await receiver.listen()
-    for n in range(5):
+    for n in range(30):
         await _emit(runtime, receiver.url(), payload={"n": str(n)})
-    worker = Worker(runtime, default_handlers(runtime), concurrency=1)
+    sender = WebhookSender(runtime, per_origin=2)
+    worker = Worker(runtime, {webhooks.DELIVER_KIND: sender}, batch_size=10)
     try:
-        assert await worker.run_pending() == 5
+        # Three batches of ten, at most two requests to the host at a time.
+        assert await worker.run_pending() == 30
     finally:
         await worker.aclose()
-    assert len(receiver.delivered()) == 5
-    assert receiver.connections == 1
+    assert len(receiver.delivered()) == 30
+    assert receiver.connections == 2
 
 
 async def test_a_private_address_is_refused_without_retry(
