@@ -51,7 +51,7 @@ def simulator_command(
     mo_message_ids: bool = typer.Option(
         False, "--mo-message-ids", help="Name MO parts with receipted_message_id."
     ),
-    log_level: str = typer.Option("INFO", "--log-level"),
+    log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Run the built-in operator simulator: an SMSC over SMPP and its HTTP control API."""
     import asyncio
@@ -67,6 +67,11 @@ def simulator_command(
         dlr = DlrSettings(
             delay_ms=dlr_delay_ms, outcome=dlr_outcome.upper(), before_resp=receipt_before_resp
         )
+    except ValueError as exc:
+        # A wrong option, not a wrong file: say which option.
+        typer.echo(f"--dlr-outcome/--dlr-delay-ms: {exc}", err=True)
+        raise typer.Exit(2) from None
+    try:
         options = SimulatorOptions(
             gateway_url=gateway_url,
             intake_secret=intake_secret,
