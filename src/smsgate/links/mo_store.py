@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, cast
 
-from sqlalchemy import and_, delete, select, update
+from sqlalchemy import Table, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.domain.text import Alphabet, decode
 from smsgate.links.incoming import IncomingMoPart
-from smsgate.services.mo import IncomingMo, MoHandler, MoOutcome, receive_mo
+from smsgate.services.mo import IncomingMo, MoHandler, MoOutcome, receive_mo, receive_mos
 from smsgate.store.conflicts import insert_if_absent
 from smsgate.store.models import MoFragment, MoUnconfirmedAck
+from smsgate.store.row_sets import insert_rows
 
 _FRAGMENT_KEY: Final = ("operator_id", "msisdn", "short_number", "ref", "total", "seq")
 _counter = itertools.count(1)
@@ -46,6 +47,140 @@ class StoredMo:
     outcome: MoOutcome | None  # None: a part of a message still missing others
     ack_guard_id: int | None  # the mo_unconfirmed_acks row to delete once confirmed
     redelivery: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WholeMo:
+    """A message on its own as delivered on one connection, with its text decoded."""
+
+    part: IncomingMoPart
+    text: str
+    connection_id: str
+
+
+async def store_whole_mos(
+    session: AsyncSession,
+    *,
+    operator_id: str,
+    mos: Sequence[WholeMo],
+    now: datetime,
+    redelivery_window: timedelta,
+    handlers: Mapping[str, MoHandler],
+) -> list[StoredMo]:
+    """:func:`store_whole_mo` for each of ``mos``, in a fixed number of statements.
+
+    The common case, MOs none of which is a redelivery, takes one look for earlier guards
+    and one insert of the new ones, then ``receive_mos`` for all. A batch with a redelivery
+    among its MOs, or MOs of several connections (a guard of one could match an MO of
+    another), is stored one MO at a time, in order, as :func:`store_whole_mo` does.
+    """
+    if not mos:
+        return []
+    guarded = [mo for mo in mos if mo.part.smsc_id is None]
+    connections = {mo.connection_id for mo in guarded}
+    if len(connections) > 1 or await _earlier_guards(
+        session, operator_id, guarded, now - redelivery_window
+    ):
+        return [
+            await store_whole_mo(
+                session,
+                operator_id=operator_id,
+                part=mo.part,
+                text=mo.text,
+                connection_id=mo.connection_id,
+                now=now,
+                redelivery_window=redelivery_window,
+                handlers=handlers,
+            )
+            for mo in mos
+        ]
+    stamp = int(now.timestamp() * 1_000_000)
+    message_ids = [
+        _smsc_message_id(mo.part.smsc_id)
+        if mo.part.smsc_id is not None
+        else f"fp:{mo.part.fingerprint[:32]}:{stamp}:{next(_counter)}"
+        for mo in mos
+    ]
+    guard_rows = [
+        {
+            "operator_id": operator_id,
+            "fingerprint": mo.part.fingerprint,
+            "operator_message_id": message_id,
+            "connection_id": mo.connection_id,
+            "received_at": now,
+        }
+        for mo, message_id in zip(mos, message_ids, strict=True)
+        if mo.part.smsc_id is None
+    ]
+    connection = await session.connection()
+    guards = {
+        message_id: guard_id
+        for message_id, guard_id in await insert_rows(
+            connection,
+            _GUARDS,
+            guard_rows,
+            columns=_GUARD_COLUMNS,
+            returning=("operator_message_id", "id"),
+        )
+    }
+    outcomes = await receive_mos(
+        session,
+        [
+            _incoming(operator_id, message_id, mo.part, mo.text)
+            for mo, message_id in zip(mos, message_ids, strict=True)
+        ],
+        now=now,
+        handlers=handlers,
+    )
+    return [
+        StoredMo(outcome, guards.get(message_id))
+        for outcome, message_id in zip(outcomes, message_ids, strict=True)
+    ]
+
+
+async def _earlier_guards(
+    session: AsyncSession, operator_id: str, mos: Sequence[WholeMo], since: datetime
+) -> bool:
+    """Whether any of ``mos`` matches a guard of another connection: a redelivery."""
+    if not mos:
+        return False
+    connection_id = mos[0].connection_id
+    found = await session.execute(
+        select(MoUnconfirmedAck.id)
+        .where(
+            MoUnconfirmedAck.operator_id == operator_id,
+            MoUnconfirmedAck.fingerprint.in_({mo.part.fingerprint for mo in mos}),
+            MoUnconfirmedAck.connection_id != connection_id,
+            MoUnconfirmedAck.received_at >= since,
+        )
+        .limit(1)
+    )
+    return found.first() is not None
+
+
+def _smsc_message_id(smsc_id: str) -> str:
+    return f"smsc:{smsc_id}"[:128]
+
+
+def _incoming(operator_id: str, message_id: str, part: IncomingMoPart, text: str) -> IncomingMo:
+    return IncomingMo(
+        operator_id=operator_id,
+        operator_message_id=message_id,
+        short_number=part.short_number,
+        msisdn=part.msisdn,
+        text=text,
+        details={"via": "smpp", "data_coding": part.data_coding, "parts": 1},
+    )
+
+
+_GUARDS: Final = cast(Table, MoUnconfirmedAck.__table__)
+_GUARD_COLUMNS: Final = (
+    "operator_id",
+    "fingerprint",
+    "operator_message_id",
+    "connection_id",
+    "received_at",
+)
 
 
 async def store_whole_mo(
@@ -62,7 +197,7 @@ async def store_whole_mo(
     guard_id: int | None = None
     redelivery = False
     if part.smsc_id is not None:
-        message_id = f"smsc:{part.smsc_id}"[:128]
+        message_id = _smsc_message_id(part.smsc_id)
     else:
         earlier = (
             await session.execute(
@@ -98,17 +233,7 @@ async def store_whole_mo(
             await session.flush()
             guard_id = guard.id
     outcome = await receive_mo(
-        session,
-        IncomingMo(
-            operator_id=operator_id,
-            operator_message_id=message_id,
-            short_number=part.short_number,
-            msisdn=part.msisdn,
-            text=text,
-            details={"via": "smpp", "data_coding": part.data_coding, "parts": 1},
-        ),
-        now=now,
-        handlers=handlers,
+        session, _incoming(operator_id, message_id, part, text), now=now, handlers=handlers
     )
     return StoredMo(outcome, guard_id, redelivery)
 

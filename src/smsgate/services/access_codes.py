@@ -17,12 +17,15 @@ delivered twice is stored once (services/mo.py), so it never yields a second cod
 
 from __future__ import annotations
 
+import functools
 import logging
 import zoneinfo
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from typing import Final
+from typing import Any, Final, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.domain import access_codes as rules_
@@ -35,11 +38,11 @@ from smsgate.services.access_code_settings import (
     MisconfiguredService,
     read_config,
 )
-from smsgate.services.mo import MoContext, MoHandler
-from smsgate.services.mt import queue_mt
-from smsgate.store.conflicts import insert_if_absent
-from smsgate.store.ledger import book_mo_revenue
-from smsgate.store.models import AccessCode, Merchant, MoMessage, Service
+from smsgate.services.mo import Reply, RoutedMo
+from smsgate.services.mo_routing import ServiceView
+from smsgate.store.ledger import MoSale, book_mo_revenues
+from smsgate.store.models import AccessCode
+from smsgate.store.row_sets import insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,55 @@ MAX_DRAWS: Final = 20
 
 class CodeSpaceExhausted(Exception):
     """No free code could be drawn: the service's code space is (nearly) used up."""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCode:
+    id: int
+    code: str
+    state: CodeState
+
+
+async def issue_codes(
+    session: AsyncSession,
+    wanted: Sequence[tuple[int, CodeRules, int | None, str]],
+    *,
+    now: datetime,
+    rng: RandomSource | None = None,
+) -> list[IssuedCode | None]:
+    """Insert a fresh code, unique in its service, for each (service id, rules, MO id,
+    msisdn) of ``wanted``, all in one statement; a code that clashes (with a stored one, or
+    one drawn for the same batch) is drawn again in the next statement, up to
+    :data:`MAX_DRAWS` times. None for a request still clashing then."""
+    issued: list[IssuedCode | None] = [None] * len(wanted)
+    states = [rules_.issue(rules, now) for _, rules, _, _ in wanted]
+    pending = list(range(len(wanted)))
+    connection = await session.connection()
+    for _ in range(MAX_DRAWS):
+        if not pending:
+            break
+        drawn: dict[tuple[int, str], int] = {}
+        rows = []
+        for index in pending:
+            service_id, rules, mo_id, msisdn = wanted[index]
+            code = rules_.generate_code(rules, rng)
+            if (service_id, code) in drawn:
+                continue  # drawn twice in this batch: draws again next time
+            drawn[(service_id, code)] = index
+            rows.append(_code_row(service_id, code, rules, states[index], mo_id, msisdn, now))
+        inserted = await insert_rows(
+            connection,
+            _CODES,
+            rows,
+            columns=_CODE_COLUMNS,
+            conflict=("service_id", "code"),
+            returning=("service_id", "code", "id"),
+        )
+        for service_id, code, code_id in inserted:
+            index = drawn[(service_id, code)]
+            issued[index] = IssuedCode(int(code_id), code, states[index])
+        pending = [index for index in pending if issued[index] is None]
+    return issued
 
 
 async def issue_code(
@@ -63,37 +115,59 @@ async def issue_code(
     rng: RandomSource | None = None,
 ) -> tuple[int, str, CodeState]:
     """Insert a fresh code unique in the service; return its id, text and state."""
-    state = rules_.issue(rules, now)
+    (issued,) = await issue_codes(session, [(service_id, rules, mo_id, msisdn)], now=now, rng=rng)
+    if issued is None:
+        raise CodeSpaceExhausted(f"service {service_id}: {MAX_DRAWS} draws all clashed")
+    return issued.id, issued.code, issued.state
+
+
+_CODES: Final = cast(Table, AccessCode.__table__)
+_CODE_COLUMNS: Final = (
+    "service_id",
+    "code",
+    "mo_id",
+    "msisdn",
+    "kind",
+    "issued_at",
+    "valid_until",
+    "lifetime_until",
+    "first_used_at",
+    "uses_left",
+    "uses_count",
+    "period_seconds",
+    "status",
+)
+
+
+def _code_row(
+    service_id: int,
+    code: str,
+    rules: CodeRules,
+    state: CodeState,
+    mo_id: int | None,
+    msisdn: str,
+    now: datetime,
+) -> dict[str, Any]:
     period = (
         int(rules.validity.total_seconds())
         if rules.kind is CodeKind.PERIOD_FROM_FIRST_USE and rules.validity is not None
         else None
     )
-    for _ in range(MAX_DRAWS):
-        code = rules_.generate_code(rules, rng)
-        code_id = await insert_if_absent(
-            session,
-            AccessCode.__table__,  # type: ignore[arg-type]
-            {
-                "service_id": service_id,
-                "code": code,
-                "mo_id": mo_id,
-                "msisdn": msisdn,
-                "kind": state.kind.value,
-                "issued_at": now,
-                "valid_until": state.valid_until,
-                "lifetime_until": state.lifetime_until,
-                "first_used_at": None,
-                "uses_left": state.uses_left,
-                "uses_count": 0,
-                "period_seconds": period,
-                "status": rules_.CodeStatus.ACTIVE.value,
-            },
-            ("service_id", "code"),
-        )
-        if code_id is not None:
-            return int(code_id), code, state
-    raise CodeSpaceExhausted(f"service {service_id}: {MAX_DRAWS} draws all clashed")
+    return {
+        "service_id": service_id,
+        "code": code,
+        "mo_id": mo_id,
+        "msisdn": msisdn,
+        "kind": state.kind.value,
+        "issued_at": now,
+        "valid_until": state.valid_until,
+        "lifetime_until": state.lifetime_until,
+        "first_used_at": None,
+        "uses_left": state.uses_left,
+        "uses_count": 0,
+        "period_seconds": period,
+        "status": rules_.CodeStatus.ACTIVE.value,
+    }
 
 
 def reply_values(
@@ -127,62 +201,98 @@ def render_reply(
     return templates.render(template, values)
 
 
-def make_mo_handler(rng: RandomSource | None = None) -> MoHandler:
+def make_mo_handler(rng: RandomSource | None = None) -> AccessCodeHandler:
     """The ``access_code`` MO handler; tests inject a seeded random source."""
+    return AccessCodeHandler(rng)
 
-    async def handle(
-        session: AsyncSession, mo: MoMessage, service: Service, ctx: MoContext
+
+class AccessCodeHandler:
+    """Issues a code for each MO of a batch and queues its reply; books the MOs' revenue.
+
+    Set-wise: the revenue of the batch is one ledger statement (and a balance update per
+    merchant), its codes one insert (a few more when draws clash), and the replies are
+    queued with the batch's other replies by ``receive_mos``.
+    """
+
+    def __init__(self, rng: RandomSource | None = None) -> None:
+        self._rng = rng
+
+    async def handle_batch(
+        self, session: AsyncSession, mos: Sequence[RoutedMo], now: datetime
     ) -> None:
-        await handle_mo(session, mo, service, ctx, rng=rng)
+        await book_mo_revenues(session, [_sale(mo) for mo in mos if _paid(mo)], now=now)
+        configs: dict[int, AccessCodeConfig | str] = {}
+        issuing: list[tuple[RoutedMo, AccessCodeConfig]] = []
+        for mo in mos:
+            service = mo.service
+            if service.id not in configs:
+                configs[service.id] = _config(service)
+            config = configs[service.id]
+            if isinstance(config, str):
+                _reject(mo, config)
+            else:
+                issuing.append((mo, config))
+        issued = await issue_codes(
+            session,
+            [(mo.service.id, config.rules, mo.mo_id, mo.incoming.msisdn) for mo, config in issuing],
+            now=now,
+            rng=self._rng,
+        )
+        for (mo, config), code in zip(issuing, issued, strict=True):
+            if code is None:
+                log.error("service %s: no free access code left", mo.service.id)
+                _reject(mo, "code space exhausted")
+            else:
+                _answer(mo, config, code)
 
-    return handle
+
+def _paid(mo: RoutedMo) -> bool:
+    return mo.short_number.price_minor > 0
 
 
-async def handle_mo(
-    session: AsyncSession,
-    mo: MoMessage,
-    service: Service,
-    ctx: MoContext,
-    *,
-    rng: RandomSource | None = None,
-) -> None:
-    """Issue a code for ``mo`` and queue the reply; book the MO's revenue. Never commits."""
-    await _book_revenue(session, mo, service, ctx)
+def _sale(mo: RoutedMo) -> MoSale:
+    number = mo.short_number
+    return MoSale(
+        mo_id=mo.mo_id,
+        merchant_id=mo.service.merchant_id,
+        gross_minor=number.price_minor,
+        currency=number.currency,
+        operator_id=mo.incoming.operator_id,
+        operator_share_bp=number.operator_share_bp,
+        merchant_share_bp=number.merchant_share_bp,
+    )
+
+
+def _config(service: ServiceView) -> AccessCodeConfig | str:
+    """The service's access-code settings, or why it issues no code."""
     if service.status != "active":
-        await _reject(session, mo, ctx, "service disabled")
-        return
+        return "service disabled"
     try:
-        config = read_config(service.settings or {})
+        return read_config(service.settings)
     except MisconfiguredService as exc:
         log.error("service %s: unusable access-code settings: %s", service.id, exc)
-        await _reject(session, mo, ctx, "service misconfigured")
-        return
+        return "service misconfigured"
+
+
+def _answer(mo: RoutedMo, config: AccessCodeConfig, issued: IssuedCode) -> None:
+    service = mo.service
+    msisdn = mo.incoming.msisdn
+    mo.status = "processed"
+    mo.details["code_id"] = issued.id
     try:
-        code_id, code, state = await issue_code(
-            session,
-            service_id=service.id,
-            rules=config.rules,
-            now=ctx.now,
-            mo_id=mo.id,
-            msisdn=mo.msisdn,
-            rng=rng,
+        text = render_reply(
+            config,
+            issued.code,
+            issued.state,
+            service=service.keyword,
+            msisdn=msisdn,
+            tz=_zone(service.merchant_timezone),
         )
-    except CodeSpaceExhausted:
-        log.error("service %s: no free access code left", service.id)
-        await _reject(session, mo, ctx, "code space exhausted")
-        return
-    # Only {valid_until} needs the merchant's time zone: spare the query otherwise.
-    needs_zone = "{valid_until}" in config.reply_template
-    tz = await _merchant_zone(session, service.merchant_id) if needs_zone else UTC
-    try:
-        text = render_reply(config, code, state, service=service.keyword, msisdn=mo.msisdn, tz=tz)
         parts = count_parts(text)
     except DomainError as exc:
         log.error("service %s: reply cannot be rendered: %s", service.id, exc)
-        mo.status = "processed"
-        mo.details = {**(mo.details or {}), "code_id": code_id, "reply": f"not sent: {exc}"}
+        mo.details["reply"] = f"not sent: {exc}"
         return
-    details = {**(mo.details or {}), "code_id": code_id}
     if parts > config.max_replies_per_mo:
         # Provisioning refuses such templates (worst case); only a value longer than its worst
         # case (a service name changed since) can get here. The code exists and is checkable.
@@ -192,63 +302,28 @@ async def handle_mo(
             parts,
             config.max_replies_per_mo,
         )
-        details["reply"] = f"not sent: needs {parts} SMS, at most {config.max_replies_per_mo}"
-    else:
-        mt = await queue_mt(
-            session,
-            operator_id=mo.operator_id,
-            msisdn=mo.msisdn,
-            sender=mo.short_number,
-            text=text,
-            now=ctx.now,
-            merchant_id=service.merchant_id,
-            service_id=service.id,
-            mo_id=mo.id,
-            idempotency_key=f"code-reply:{mo.id}",
-            details={"code_id": code_id},
-        )
-        details["reply_mt_id"] = mt.id
-    mo.status = "processed"
-    mo.details = details
-
-
-async def _book_revenue(
-    session: AsyncSession, mo: MoMessage, service: Service, ctx: MoContext
-) -> None:
-    short_number = ctx.short_number
-    if short_number is None or mo.price_minor <= 0:
+        limit = config.max_replies_per_mo
+        mo.details["reply"] = f"not sent: needs {parts} SMS, at most {limit}"
         return
-    await book_mo_revenue(
-        session,
-        mo_id=mo.id,
+    mo.reply = Reply(
+        text,
         merchant_id=service.merchant_id,
-        gross_minor=mo.price_minor,
-        currency=mo.currency,
-        operator_id=mo.operator_id,
-        operator_share_bp=short_number.operator_share_bp,
-        merchant_share_bp=short_number.merchant_share_bp,
-        now=ctx.now,
+        service_id=service.id,
+        idempotency_key=f"code-reply:{mo.mo_id}",
+        details={"code_id": issued.id},
+        mt_id_key="reply_mt_id",
     )
 
 
-async def _reject(session: AsyncSession, mo: MoMessage, ctx: MoContext, reason: str) -> None:
+def _reject(mo: RoutedMo, reason: str) -> None:
     mo.status = "rejected"
-    mo.details = {**(mo.details or {}), "reason": reason}
-    short_number = ctx.short_number
-    if short_number is not None and short_number.default_reply:
-        await queue_mt(
-            session,
-            operator_id=mo.operator_id,
-            msisdn=mo.msisdn,
-            sender=mo.short_number,
-            text=short_number.default_reply,
-            now=ctx.now,
-            mo_id=mo.id,
-        )
+    mo.details["reason"] = reason
+    if mo.short_number.default_reply:
+        mo.reply = Reply(mo.short_number.default_reply)
 
 
-async def _merchant_zone(session: AsyncSession, merchant_id: int) -> tzinfo:
-    name = await session.scalar(select(Merchant.timezone).where(Merchant.id == merchant_id))
+@functools.lru_cache(maxsize=256)
+def _zone(name: str) -> tzinfo:
     try:
         return zoneinfo.ZoneInfo(name or "UTC")
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):

@@ -1,25 +1,34 @@
-"""Receiving an MO: store it once, route it to its service, let the service act, all in one
-transaction.
+"""Receiving MOs: store each once, route it to its service, let the service act, all in the
+caller's transaction.
 
 The caller (the SMPP link or the HTTP intake) acknowledges the operator only after the
-transaction that runs ``receive_mo`` has committed: DESIGN.md §2.1, nothing accepted is lost.
+transaction that runs ``receive_mos`` has committed: DESIGN.md §2.1, nothing accepted is lost.
+
+A batch of MOs (what an SMPP link received meanwhile) costs a fixed number of statements, not
+a number per MO: the short numbers and services of the whole batch are read at once
+(``mo_routing.py``), the MOs are inserted in one statement (an MO already stored, by its
+operator message id, is a duplicate and changes nothing), each service type handles all its
+MOs at once (:class:`MoBatchHandler`), the replies are queued in one statement and the MOs'
+outcomes written in one more. A handler that takes one MO at a time (:data:`MoItemHandler`)
+is still called once per MO, with the ORM objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Protocol, cast, runtime_checkable
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Table, select, tuple_
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from smsgate.domain import routing
 from smsgate.metrics import MO_RECEIVED
-from smsgate.services.mt import queue_mt
-from smsgate.store.conflicts import insert_if_absent
-from smsgate.store.models import MoMessage, Service, ServiceShortNumber, ShortNumber
+from smsgate.services.mo_routing import ServiceView, ShortNumberView, load_short_numbers
+from smsgate.services.mt import NewMt, queue_replies
+from smsgate.store.models import MoMessage, Service, ShortNumber
+from smsgate.store.row_sets import insert_rows, update_rows
 
 
 @dataclass(frozen=True)
@@ -45,15 +54,53 @@ class MoOutcome:
 
 @dataclass(frozen=True)
 class MoContext:
-    """What a service's MO handler gets besides the stored MO and the service."""
+    """What a one-at-a-time MO handler gets besides the stored MO and the service."""
 
     short_number: ShortNumber | None
     now: datetime
 
 
-# A service type's reaction to an MO routed to it (issue a code, open a session, ...). It runs
-# inside the MO's transaction and must not commit.
-MoHandler = Callable[[AsyncSession, MoMessage, Service, MoContext], Awaitable[None]]
+@dataclass(slots=True)
+class RoutedMo:
+    """An MO just stored and routed to a service, as a :class:`MoBatchHandler` sees it.
+
+    The handler sets ``status`` (``routed`` until then), adds to ``details`` and may give a
+    ``reply``, which is queued with the batch's other replies; its MT id is then written to
+    ``details[reply.mt_id_key]`` when that key is set.
+    """
+
+    mo_id: int
+    incoming: IncomingMo
+    service: ServiceView
+    short_number: ShortNumberView
+    status: str = "routed"
+    details: dict[str, Any] = field(default_factory=dict)
+    reply: Reply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    text: str
+    merchant_id: int | None = None
+    service_id: int | None = None
+    idempotency_key: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+    mt_id_key: str | None = None
+
+
+@runtime_checkable
+class MoBatchHandler(Protocol):
+    """A service type's reaction to the MOs of a batch routed to its services (issue codes,
+    ...). It runs inside the MOs' transaction, writes what it owns and must not commit."""
+
+    async def handle_batch(
+        self, session: AsyncSession, mos: Sequence[RoutedMo], now: datetime
+    ) -> None: ...
+
+
+# A service type's reaction to one MO routed to it; same rules as MoBatchHandler.
+MoItemHandler = Callable[[AsyncSession, MoMessage, Service, MoContext], Awaitable[None]]
+MoHandler = MoItemHandler | MoBatchHandler
 
 
 class UnknownShortNumber(Exception):
@@ -68,88 +115,226 @@ async def receive_mo(
     handlers: Mapping[str, MoHandler],
 ) -> MoOutcome:
     """Store, route and handle one MO in the caller's transaction; a redelivery is a no-op."""
-    short_number = await _short_number(session, incoming.operator_id, incoming.short_number)
-    keyword = routing.keyword_of(incoming.text)
-    mo_id = await insert_if_absent(
-        session,
-        MoMessage.__table__,  # type: ignore[arg-type]
-        {
-            "operator_id": incoming.operator_id,
-            "operator_message_id": incoming.operator_message_id,
-            "short_number": incoming.short_number,
-            "msisdn": incoming.msisdn,
-            "text": incoming.text,
-            "keyword": keyword,
-            "kind": incoming.kind,
-            "service_id": None,
-            "status": "received",
-            "price_minor": short_number.price_minor if short_number else 0,
-            "currency": short_number.currency if short_number else "",
-            "received_at": now,
-            "details": incoming.details,
-        },
-        ("operator_id", "operator_message_id"),
+    (outcome,) = await receive_mos(session, [incoming], now=now, handlers=handlers)
+    return outcome
+
+
+async def receive_mos(
+    session: AsyncSession,
+    incomings: Sequence[IncomingMo],
+    *,
+    now: datetime,
+    handlers: Mapping[str, MoHandler],
+) -> list[MoOutcome]:
+    """Store, route and handle MOs in the caller's transaction; one outcome per MO, in order.
+
+    An MO whose (operator, operator message id) is stored already, before or earlier in
+    ``incomings``, is a duplicate: it gets the stored MO's outcome and changes nothing.
+    """
+    if not incomings:
+        return []
+    # Statements below go to the connection directly: the ORM's pending work goes first.
+    await session.flush()
+    connection = await session.connection()
+    numbers = await load_short_numbers(
+        connection, {(mo.operator_id, mo.short_number) for mo in incomings}
     )
-    if mo_id is None:
-        existing = (
-            await session.execute(
-                select(MoMessage).where(
-                    MoMessage.operator_id == incoming.operator_id,
-                    MoMessage.operator_message_id == incoming.operator_message_id,
-                )
+    firsts: dict[tuple[str, str], IncomingMo] = {}
+    for mo in incomings:
+        firsts.setdefault((mo.operator_id, mo.operator_message_id), mo)
+    routes = {key: _route(numbers, mo) for key, mo in firsts.items()}
+    inserted = await insert_rows(
+        connection,
+        _MO,
+        [_mo_row(mo, *routes[key], now) for key, mo in firsts.items()],
+        columns=_MO_COLUMNS,
+        conflict=("operator_id", "operator_message_id"),
+        returning=("operator_id", "operator_message_id", "id"),
+    )
+    new_ids = {(op, message_id): mo_id for op, message_id, mo_id in inserted}
+    outcomes = await _stored_before([key for key in firsts if key not in new_ids], session)
+    routed: dict[str, list[RoutedMo]] = {}
+    replies: dict[int, tuple[NewMt, str | None]] = {}
+    for key, mo_id in new_ids.items():
+        mo = firsts[key]
+        number, service = routes[key]
+        if number is not None and service is not None:
+            details = dict(mo.details)
+            routed.setdefault(service.type, []).append(
+                RoutedMo(mo_id, mo, service, number, details=details)
             )
-        ).scalar_one()
-        MO_RECEIVED.labels(incoming.operator_id, "duplicate").inc()
-        return MoOutcome(existing.id, True, existing.status, existing.service_id)
-
-    mo = await session.get_one(MoMessage, mo_id)
-    service = await _route(session, short_number, incoming.text) if short_number else None
-    if service is None:
-        mo.status = "unrouted"
-        if short_number is not None and short_number.default_reply:
-            await queue_mt(
-                session,
-                operator_id=incoming.operator_id,
-                msisdn=incoming.msisdn,
-                sender=incoming.short_number,
-                text=short_number.default_reply,
-                mo_id=mo.id,
-                now=now,
+            continue
+        outcomes[key] = MoOutcome(mo_id, False, "unrouted", None)
+        if number is not None and number.default_reply:
+            replies[mo_id] = (_reply_mt(mo, Reply(number.default_reply)), None)
+    changed = await _handle(session, routed, handlers, now)
+    for routed_mo in changed:
+        if routed_mo.reply is not None:
+            mt = _reply_mt(routed_mo.incoming, routed_mo.reply)
+            replies[routed_mo.mo_id] = (mt, routed_mo.reply.mt_id_key)
+    for mos in routed.values():
+        for routed_mo in mos:
+            outcomes[_key(routed_mo.incoming)] = MoOutcome(
+                routed_mo.mo_id, False, routed_mo.status, routed_mo.service.id
             )
-    else:
-        mo.service_id = service.id
-        mo.status = "routed"
-        handler = handlers.get(service.type)
-        if handler is not None:
-            await handler(session, mo, service, MoContext(short_number=short_number, now=now))
-    MO_RECEIVED.labels(incoming.operator_id, mo.status).inc()
-    return MoOutcome(mo.id, False, mo.status, mo.service_id)
+    await _write_replies(session, connection, changed, replies, now)
+    return _in_order(incomings, firsts, outcomes)
 
 
-async def _short_number(session: AsyncSession, operator_id: str, number: str) -> ShortNumber | None:
-    result = await session.execute(
-        select(ShortNumber).where(
-            ShortNumber.operator_id == operator_id, ShortNumber.number == number
-        )
+async def _handle(
+    session: AsyncSession,
+    routed: Mapping[str, list[RoutedMo]],
+    handlers: Mapping[str, MoHandler],
+    now: datetime,
+) -> list[RoutedMo]:
+    """Run each service type's handler; returns the MOs whose outcome is left to write."""
+    changed: list[RoutedMo] = []
+    for service_type, mos in routed.items():
+        handler = handlers.get(service_type)
+        if isinstance(handler, MoBatchHandler):
+            await handler.handle_batch(session, mos, now)
+            changed.extend(mos)
+        elif handler is not None:
+            for routed_mo in mos:
+                routed_mo.status = await _handle_one(session, handler, routed_mo, now)
+    return changed
+
+
+async def _write_replies(
+    session: AsyncSession,
+    connection: AsyncConnection,
+    changed: list[RoutedMo],
+    replies: Mapping[int, tuple[NewMt, str | None]],
+    now: datetime,
+) -> None:
+    """Queue the replies, then write the handled MOs' status and details (with MT ids)."""
+    mt_ids = await queue_replies(
+        session, {mo_id: mt for mo_id, (mt, _) in replies.items()}, now=now
     )
-    return result.scalar_one_or_none()
-
-
-async def _route(session: AsyncSession, short_number: ShortNumber, text: str) -> Service | None:
-    rows = (
-        await session.execute(
-            select(Service)
-            .join(ServiceShortNumber, ServiceShortNumber.service_id == Service.id)
-            .where(ServiceShortNumber.short_number_id == short_number.id)
-        )
-    ).scalars()
-    candidates = {service.id: service for service in rows}
-    chosen = routing.pick_service(
-        (
-            routing.RouteCandidate(short_number.number, service.keyword, service.id)
-            for service in candidates.values()
-        ),
-        short_number.number,
-        text,
+    for routed_mo in changed:
+        if routed_mo.mo_id in replies:
+            key_for_id = replies[routed_mo.mo_id][1]
+            if key_for_id is not None:
+                routed_mo.details[key_for_id] = mt_ids[routed_mo.mo_id]
+    await update_rows(
+        connection,
+        _MO,
+        [{"id": mo.mo_id, "status": mo.status, "details": mo.details} for mo in changed],
+        key="id",
+        columns=("status", "details"),
     )
-    return candidates[chosen] if chosen is not None else None
+
+
+def _in_order(
+    incomings: Sequence[IncomingMo],
+    firsts: Mapping[tuple[str, str], IncomingMo],
+    outcomes: Mapping[tuple[str, str], MoOutcome],
+) -> list[MoOutcome]:
+    """One outcome per MO given; a later copy of an MO in the same batch is its duplicate."""
+    results: list[MoOutcome] = []
+    for mo in incomings:
+        key = _key(mo)
+        outcome = outcomes[key]
+        if firsts[key] is not mo and not outcome.duplicate:
+            outcome = MoOutcome(outcome.mo_id, True, outcome.status, outcome.service_id)
+        label = "duplicate" if outcome.duplicate else outcome.status
+        MO_RECEIVED.labels(mo.operator_id, label).inc()
+        results.append(outcome)
+    return results
+
+
+def _key(mo: IncomingMo) -> tuple[str, str]:
+    return (mo.operator_id, mo.operator_message_id)
+
+
+def _route(
+    numbers: Mapping[tuple[str, str], ShortNumberView], mo: IncomingMo
+) -> tuple[ShortNumberView | None, ServiceView | None]:
+    number = numbers.get((mo.operator_id, mo.short_number))
+    return number, number.route(mo.text) if number is not None else None
+
+
+_MO: Final = cast(Table, MoMessage.__table__)
+_MO_COLUMNS: Final = (
+    "operator_id",
+    "operator_message_id",
+    "short_number",
+    "msisdn",
+    "text",
+    "keyword",
+    "kind",
+    "service_id",
+    "status",
+    "price_minor",
+    "currency",
+    "received_at",
+    "details",
+)
+
+
+def _mo_row(
+    mo: IncomingMo, number: ShortNumberView | None, service: ServiceView | None, now: datetime
+) -> dict[str, Any]:
+    return {
+        "operator_id": mo.operator_id,
+        "operator_message_id": mo.operator_message_id,
+        "short_number": mo.short_number,
+        "msisdn": mo.msisdn,
+        "text": mo.text,
+        "keyword": routing.keyword_of(mo.text),
+        "kind": mo.kind,
+        "service_id": service.id if service is not None else None,
+        "status": "unrouted" if service is None else "routed",
+        "price_minor": number.price_minor if number is not None else 0,
+        "currency": number.currency if number is not None else "",
+        "received_at": now,
+        "details": mo.details,
+    }
+
+
+def _reply_mt(mo: IncomingMo, reply: Reply) -> NewMt:
+    return NewMt(
+        operator_id=mo.operator_id,
+        msisdn=mo.msisdn,
+        sender=mo.short_number,
+        text=reply.text,
+        merchant_id=reply.merchant_id,
+        service_id=reply.service_id,
+        idempotency_key=reply.idempotency_key,
+        details=reply.details,
+    )
+
+
+async def _stored_before(
+    keys: list[tuple[str, str]], session: AsyncSession
+) -> dict[tuple[str, str], MoOutcome]:
+    """The outcomes of MOs stored by an earlier transaction: their redeliveries'."""
+    if not keys:
+        return {}
+    rows = await session.execute(
+        select(
+            MoMessage.operator_id,
+            MoMessage.operator_message_id,
+            MoMessage.id,
+            MoMessage.status,
+            MoMessage.service_id,
+        ).where(tuple_(MoMessage.operator_id, MoMessage.operator_message_id).in_(keys))
+    )
+    return {
+        (row.operator_id, row.operator_message_id): MoOutcome(
+            row.id, True, row.status, row.service_id
+        )
+        for row in rows
+    }
+
+
+async def _handle_one(
+    session: AsyncSession, handler: MoItemHandler, routed: RoutedMo, now: datetime
+) -> str:
+    """A one-at-a-time handler, with the ORM objects it expects; returns the MO's status."""
+    mo = await session.get_one(MoMessage, routed.mo_id)
+    service = await session.get_one(Service, routed.service.id)
+    number = await session.get_one(ShortNumber, routed.short_number.id)
+    await handler(session, mo, service, MoContext(short_number=number, now=now))
+    await session.flush()
+    return mo.status

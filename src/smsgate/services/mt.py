@@ -3,13 +3,17 @@ the caller's transaction so the decision to send and the message cannot part."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, cast
 
+from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.domain.text import choose_encoding, count_parts
 from smsgate.store.models import MtMessage
+from smsgate.store.row_sets import insert_rows
 
 
 async def queue_mt(
@@ -54,3 +58,83 @@ async def queue_mt(
     session.add(mt)
     await session.flush()
     return mt
+
+
+@dataclass(frozen=True, slots=True)
+class NewMt:
+    """An MT to queue with others (:func:`queue_mts`); the fields of :func:`queue_mt`."""
+
+    operator_id: str
+    msisdn: str
+    sender: str
+    text: str
+    merchant_id: int | None = None
+    service_id: int | None = None
+    cost_minor: int = 0
+    currency: str = ""
+    idempotency_key: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+_COLUMNS: Final = (
+    "merchant_id",
+    "service_id",
+    "mo_id",
+    "operator_id",
+    "msisdn",
+    "sender",
+    "text",
+    "encoding",
+    "parts",
+    "status",
+    "error_code",
+    "cost_minor",
+    "currency",
+    "idempotency_key",
+    "attempts",
+    "next_attempt_at",
+    "created_at",
+    "updated_at",
+    "details",
+)
+
+
+async def queue_replies(
+    session: AsyncSession, replies: Mapping[int, NewMt], *, now: datetime
+) -> dict[int, int]:
+    """Queue one MT per MO (``replies`` maps an MO id to its reply) in one statement; returns
+    each MO's MT id."""
+    if not replies:
+        return {}
+    rows = []
+    for mo_id, mt in replies.items():
+        encoding = choose_encoding(mt.text)
+        rows.append(
+            {
+                "merchant_id": mt.merchant_id,
+                "service_id": mt.service_id,
+                "mo_id": mo_id,
+                "operator_id": mt.operator_id,
+                "msisdn": mt.msisdn,
+                "sender": mt.sender,
+                "text": mt.text,
+                "encoding": encoding.value,
+                "parts": count_parts(mt.text, encoding=encoding),
+                "status": "queued",
+                "error_code": "",
+                "cost_minor": mt.cost_minor,
+                "currency": mt.currency,
+                "idempotency_key": mt.idempotency_key,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+                "details": mt.details,
+            }
+        )
+    connection = await session.connection()
+    inserted = await insert_rows(connection, _MT, rows, columns=_COLUMNS, returning=("mo_id", "id"))
+    return {mo_id: mt_id for mo_id, mt_id in inserted}
+
+
+_MT: Final = cast(Table, MtMessage.__table__)
