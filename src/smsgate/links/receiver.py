@@ -220,8 +220,32 @@ class Receiver:
             return _Result(S.ESME_RX_T_APPN, "refused", error=("deliver_sm", str(exc)))
 
     async def _mos(self, session: AsyncSession, items: list[_Item], now: datetime) -> list[_Result]:
-        """MOs and MO fragments, in the batch's transaction; one result per item, in order."""
-        return [await self._mo(session, item, now) for item in items]
+        """MOs and MO fragments, in the batch's transaction; one result per item, in order.
+
+        The messages on their own (nearly all MOs) are stored together, in a fixed number of
+        statements (``mo_store.store_whole_mos``); parts of concatenated MOs one by one.
+        """
+        parts = [read_mo(item.pdu) for item in items]
+        alphabet = self.settings.default_alphabet
+        whole = [i for i, part in enumerate(parts) if part.concat is None]
+        results: list[_Result | None] = [None] * len(items)
+        stored = await mo_store.store_whole_mos(
+            session,
+            operator_id=self.settings.operator_id,
+            mos=[
+                mo_store.WholeMo(parts[i], parts[i].text(alphabet), items[i].connection_id)
+                for i in whole
+            ],
+            now=now,
+            redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
+            handlers=self._handlers,
+        )
+        for i, one in zip(whole, stored, strict=True):
+            results[i] = _mo_result(one)
+        for i, item in enumerate(items):
+            if results[i] is None:
+                results[i] = await self._mo(session, item, now)
+        return [result for result in results if result is not None]
 
     async def _mo(self, session: AsyncSession, item: _Item, now: datetime) -> _Result:
         op = self.settings.operator_id
@@ -247,11 +271,7 @@ class Receiver:
                 redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
                 handlers=self._handlers,
             )
-        if stored.redelivery or (stored.outcome is not None and stored.outcome.duplicate):
-            kind = "redelivery"
-        else:
-            kind = "fragment" if stored.outcome is None else "mo"
-        return _Result(S.ESME_ROK, kind, stored.ack_guard_id)
+        return _mo_result(stored)
 
     async def _receipts(
         self, session: AsyncSession, items: list[_Item], now: datetime
@@ -317,6 +337,14 @@ class Receiver:
                 self.settings.operator_id,
                 parts,
             )
+
+
+def _mo_result(stored: mo_store.StoredMo) -> _Result:
+    if stored.redelivery or (stored.outcome is not None and stored.outcome.duplicate):
+        kind = "redelivery"
+    else:
+        kind = "fragment" if stored.outcome is None else "mo"
+    return _Result(S.ESME_ROK, kind, stored.ack_guard_id)
 
 
 def _response(pdu: DeliverSm | DataSm, status: int) -> Response:
