@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, case, column, func, insert, select, update, values
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.store.jobs import enqueue, enqueue_many
@@ -328,35 +328,41 @@ async def record_attempts(session: AsyncSession, outcomes: Sequence[AttemptOutco
         ],
     )
     # One row per event (a re-sent event can be delivered twice in one batch): the attempts
-    # it made, and when it was delivered if it was.
-    per_event: dict[str, list[Any]] = {}
+    # it made, and when it was delivered if it was. Each kind is one statement run for every
+    # row (executemany: compiled once, one driver call).
+    made: dict[str, int] = {}
+    delivered_at: dict[str, datetime] = {}
     for item in outcomes:
-        counted = per_event.setdefault(item.event_id, [item.event_id, 0, 0, item.attempt.at])
-        counted[1] += 1
+        made[item.event_id] = made.get(item.event_id, 0) + 1
         if item.outcome == DELIVERED:
-            counted[2:] = [1, item.attempt.at]
-    made = (
-        values(
-            column("id", WebhookEvent.id.type),
-            column("made", WebhookEvent.attempts.type),
-            column("delivered", WebhookEvent.attempts.type),
-            column("at", WebhookEvent.created_at.type),
-            name="made",
+            delivered_at[item.event_id] = item.attempt.at
+    delivered = [
+        {"b_id": event_id, "b_made": made[event_id], "b_at": at}
+        for event_id, at in delivered_at.items()
+    ]
+    others = [
+        {"b_id": event_id, "b_made": count}
+        for event_id, count in made.items()
+        if event_id not in delivered_at
+    ]
+    if delivered:
+        await connection.execute(
+            update(_EVENTS)
+            .where(_EVENTS.c.id == bindparam("b_id"))
+            .values(
+                attempts=_EVENTS.c.attempts + bindparam("b_made"),
+                status=DELIVERED,
+                delivered_at=bindparam("b_at"),
+            ),
+            delivered,
         )
-        .data([tuple(row) for row in per_event.values()])
-        .cte("made")
-    )
-    delivered = made.c.delivered == 1
-    await session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.id == made.c.id)
-        .values(
-            attempts=WebhookEvent.attempts + made.c.made,
-            status=case((delivered, DELIVERED), else_=WebhookEvent.status),
-            delivered_at=case((delivered, made.c.at), else_=WebhookEvent.delivered_at),
+    if others:
+        await connection.execute(
+            update(_EVENTS)
+            .where(_EVENTS.c.id == bindparam("b_id"))
+            .values(attempts=_EVENTS.c.attempts + bindparam("b_made")),
+            others,
         )
-        .execution_options(synchronize_session=False)
-    )
     failed = {item.event_id for item in outcomes if item.outcome == FAILED}
     if failed:
         await mark_failed_many(session, failed)

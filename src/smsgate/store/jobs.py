@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from sqlalchemy import and_, column, delete, event, func, or_, select, tuple_, update, values
+from sqlalchemy import and_, bindparam, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -360,29 +360,46 @@ class Failure:
     permanent: bool = False
 
 
-def _ours_many(claims: Sequence[ClaimedJob]) -> Any:
-    # (id, attempts) names one claim; the worker ids of one batch are all the same worker's.
-    return and_(
-        tuple_(Job.id, Job.attempts).in_([(job.id, job.attempt) for job in claims]),
-        Job.status == RUNNING,
-        Job.locked_by.in_({job.worker_id for job in claims}),
-    )
+def _claim_groups(claims: Sequence[ClaimedJob]) -> list[Any]:
+    """Conditions that each match a group of claims still held: ``(locked_by, attempts)``
+    names a claim, and the jobs of a batch mostly share both, so a batch takes one or a few
+    ``id IN (...)`` statements (whose compiled form is cached) rather than one per job."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for job in claims:
+        groups.setdefault((job.worker_id, job.attempt), []).append(job.id)
+    return [
+        and_(
+            Job.id.in_(ids),
+            Job.status == RUNNING,
+            Job.locked_by == worker_id,
+            Job.attempts == attempt,
+        )
+        for (worker_id, attempt), ids in groups.items()
+    ]
+
+
+async def _update_claims(
+    session: AsyncSession, claims: Sequence[ClaimedJob], values: dict[str, Any]
+) -> set[int]:
+    touched: set[int] = set()
+    for condition in _claim_groups(claims):
+        result = await session.execute(
+            update(Job)
+            .where(condition)
+            .values(**values)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+        touched.update(int(job_id) for job_id in result.scalars())
+    return touched
 
 
 async def complete_many(
     session: AsyncSession, claims: Sequence[ClaimedJob], *, now: datetime
 ) -> set[int]:
-    """``complete`` for many claims in one statement; returns the ids that were still ours."""
-    if not claims:
-        return set()
-    result = await session.execute(
-        update(Job)
-        .where(_ours_many(claims))
-        .values(status=DONE, locked_by=None, lease_until=None, updated_at=now)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
-    return {int(job_id) for job_id in result.scalars()}
+    """``complete`` for many claims; returns the ids that were still ours."""
+    values = {"status": DONE, "locked_by": None, "lease_until": None, "updated_at": now}
+    return await _update_claims(session, claims, values)
 
 
 async def fail_many(
@@ -393,91 +410,76 @@ async def fail_many(
     policy: RetryPolicy = DEFAULT_RETRY,
     rand: Callable[[], float] = random.random,
 ) -> dict[int, str]:
-    """``fail`` for many claims in one statement: returns the new status (``queued`` or
-    ``dead``) of each job that was still ours."""
+    """``fail`` for many claims: each goes back to ``queued`` after its backoff delay, or is
+    ``dead``. Returns the status each job was given (a claim that was no longer ours is left
+    as it is, though it is listed too)."""
     if not failures:
         return {}
     rows = []
+    statuses: dict[int, str] = {}
     for failure in failures:
         job = failure.job
         if failure.permanent or job.attempt >= job.max_attempts:
             status, run_at = DEAD, job.run_at
         else:
             status, run_at = QUEUED, now + timedelta(seconds=policy.delay(job.attempt, rand()))
-        rows.append((job.id, job.attempt, status, run_at, failure.error[:MAX_ERROR_CHARS]))
-    # Each row has its own status, time and error: one UPDATE joined with a VALUES list, which
-    # both PostgreSQL and SQLite (3.33+) run as a join.
-    outcome = (
-        values(
-            column("id", Job.id.type),
-            column("attempts", Job.attempts.type),
-            column("status", Job.status.type),
-            column("run_at", Job.run_at.type),
-            column("last_error", Job.last_error.type),
-            name="outcome",
+        statuses[job.id] = status
+        rows.append(
+            {
+                "b_id": job.id,
+                "b_attempts": job.attempt,
+                "b_worker": job.worker_id,
+                "b_status": status,
+                "b_run_at": run_at,
+                "b_error": failure.error[:MAX_ERROR_CHARS],
+            }
         )
-        .data(rows)
-        .cte("outcome")
-    )
-    result = await session.execute(
+    # Each row has its own status, time and error: one statement run for every row
+    # (executemany: compiled once, one driver call).
+    statement = (
         update(Job)
         .where(
-            Job.id == outcome.c.id,
-            Job.attempts == outcome.c.attempts,
+            Job.id == bindparam("b_id"),
+            Job.attempts == bindparam("b_attempts"),
+            Job.locked_by == bindparam("b_worker"),
             Job.status == RUNNING,
-            Job.locked_by.in_({failure.job.worker_id for failure in failures}),
         )
         .values(
-            status=outcome.c.status,
-            run_at=outcome.c.run_at,
-            last_error=outcome.c.last_error,
+            status=bindparam("b_status"),
+            run_at=bindparam("b_run_at"),
+            last_error=bindparam("b_error"),
             locked_by=None,
             lease_until=None,
             updated_at=now,
         )
-        .returning(Job.id, Job.status)
         .execution_options(synchronize_session=False)
     )
-    return {int(job_id): str(status) for job_id, status in result}
+    connection = await session.connection()
+    await connection.execute(statement, rows)
+    return statuses
 
 
 async def extend_leases(
     session: AsyncSession, claims: Sequence[ClaimedJob], *, lease_seconds: float, now: datetime
 ) -> set[int]:
     """``extend_lease`` for many claims; returns the ids still ours."""
-    if not claims:
-        return set()
-    result = await session.execute(
-        update(Job)
-        .where(_ours_many(claims))
-        .values(lease_until=now + timedelta(seconds=lease_seconds), updated_at=now)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
-    return {int(job_id) for job_id in result.scalars()}
+    values = {"lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now}
+    return await _update_claims(session, claims, values)
 
 
 async def release_many(
     session: AsyncSession, claims: Sequence[ClaimedJob], *, now: datetime
 ) -> set[int]:
     """``release`` for many claims; returns the ids given back."""
-    if not claims:
-        return set()
-    result = await session.execute(
-        update(Job)
-        .where(_ours_many(claims))
-        .values(
-            status=QUEUED,
-            locked_by=None,
-            lease_until=None,
-            attempts=Job.attempts - 1,
-            run_at=now,
-            updated_at=now,
-        )
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
-    return {int(job_id) for job_id in result.scalars()}
+    values = {
+        "status": QUEUED,
+        "locked_by": None,
+        "lease_until": None,
+        "attempts": Job.attempts - 1,
+        "run_at": now,
+        "updated_at": now,
+    }
+    return await _update_claims(session, claims, values)
 
 
 async def requeue_dead(session: AsyncSession, job_id: int, *, now: datetime) -> bool:

@@ -88,7 +88,7 @@ class Batch:
                 log.error(
                     "job %s (%s) is dead: %s", failure.job.id, failure.job.kind, failure.error
                 )
-        lost = len(outcomes) - len(completed) - len(statuses)
+        lost = len(done) - len(completed)
         if lost:
             log.warning(
                 "%d jobs: lease lost before their outcome was recorded; another claim owns "

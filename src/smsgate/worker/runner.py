@@ -110,7 +110,7 @@ class Worker:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self._batch_size = batch_size
-        self._max_batched = max_batched or 3 * batch_size
+        self._max_batched = max(max_batched or 3 * batch_size, batch_size)
         self._batched = 0  # jobs of batch kinds claimed and not finished
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._batches_saturated = False
@@ -173,7 +173,8 @@ class Worker:
                     # A full batch suggests more is due: come back as soon as a slot frees.
                     self._saturated = len(claimed) == free
                 room = min(self._batch_size, self._max_batched - self._batched)
-                if self._batch_handlers and room > 0:
+                # Backed up: wait for room for a whole batch (few, large transactions).
+                if self._batch_handlers and room > 0 and not self._batch_room_short(room):
                     claimed = await self._claim(self._batch_handlers.keys(), room)
                     for batch_jobs in _by_kind(claimed):
                         self._start_batch(batch_jobs)
@@ -240,11 +241,13 @@ class Worker:
         )
         await run_batch(self._batch_handlers[kind], batch, claimed, self._lease_seconds)
 
+    def _batch_room_short(self, room: int) -> bool:
+        return self._batches_saturated and room < self._batch_size
+
     def _batch_jobs_finished(self, count: int) -> None:
         self._batched -= count
-        # Backed up: claim again once half a batch of room is free.
         room = self._max_batched - self._batched
-        if self._batches_saturated and self._wake is not None and room >= self._batch_size // 2:
+        if self._batches_saturated and self._wake is not None and room >= self._batch_size:
             self._wake.set()
 
     # --- one job -----------------------------------------------------------------------------
