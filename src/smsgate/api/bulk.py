@@ -6,11 +6,12 @@ The JSON REST twin lives in ``api/bulk_rest.py``; its routes are part of this ro
 
 from __future__ import annotations
 
-from typing import Final
-from urllib.parse import parse_qsl
+from typing import Any, Final, cast
+from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+from starlette.types import Message, Receive, Scope, Send
 
 from smsgate.api import bulk_rest
 from smsgate.api.bulk_rest import (
@@ -19,11 +20,10 @@ from smsgate.api.bulk_rest import (
     BAN_SCOPE,
     MAX_ID,
     MAX_TEXT_CHARS,
-    RuntimeDep,
     bulk_bans,
 )
-from smsgate.api.deps import client_ip
-from smsgate.services.bulk import BulkRequest, Refusal, Refused
+from smsgate.runtime import Runtime
+from smsgate.services.bulk_model import BulkRequest, Refusal, Refused
 from smsgate.services.bulk_queue import accept_queue
 
 router = APIRouter()
@@ -34,24 +34,51 @@ MAX_BODY: Final = 2 * 1024 * 1024
 # --- send_bulk.php ---------------------------------------------------------------------------
 
 
+def _pairs(text: str, encoding: str, errors: str) -> dict[str, str]:
+    """urllib.parse.parse_qsl(keep_blank_values=True) with the first occurrence of a name
+    winning, unquoting only the fields that need it (most need nothing)."""
+    params: dict[str, str] = {}
+    for field in text.split("&"):
+        if not field:
+            continue
+        name, _, value = field.partition("=")
+        if "+" in name:
+            name = name.replace("+", " ")
+        if "%" in name:
+            name = unquote(name, encoding, errors)
+        if name in params:
+            continue
+        if "+" in value:
+            value = value.replace("+", " ")
+        if "%" in value:
+            value = unquote(value, encoding, errors)
+        params[name] = value
+    return params
+
+
 def _decode_pairs(raw: bytes) -> dict[str, str]:
     """Form/query pairs, first occurrence wins. Percent-escapes are UTF-8; a script that still
     writes windows-1251 (common in Bulgarian PHP code) is read as such rather than garbled."""
     text = raw.decode("latin-1")
     try:
-        pairs = parse_qsl(text, keep_blank_values=True, encoding="utf-8", errors="strict")
+        return _pairs(text, "utf-8", "strict")
     except UnicodeDecodeError:
-        pairs = parse_qsl(text, keep_blank_values=True, encoding="cp1251", errors="replace")
-    params: dict[str, str] = {}
-    for key, value in pairs:
-        params.setdefault(key, value)
-    return params
+        return _pairs(text, "cp1251", "replace")
 
 
-async def _multipart_params(request: Request) -> dict[str, str] | None:
+async def _multipart_params(scope: Scope, body: bytes) -> dict[str, str] | None:
     """The string fields of a multipart body; None when it cannot be parsed."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
     try:
-        form = await request.form()
+        form = await Request(scope, replay).form()
     except Exception:  # python-multipart and Starlette raise several kinds for a broken body
         return None
     try:
@@ -60,18 +87,41 @@ async def _multipart_params(request: Request) -> dict[str, str] | None:
         await form.close()
 
 
-async def _seed_params(request: Request) -> dict[str, str] | None:
+async def _read_body(receive: Receive) -> bytes:
+    """The body, of which only the first MAX_BODY bytes are kept (the rest is drained)."""
+    chunks: list[bytes] = []
+    kept = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        if kept < MAX_BODY and chunk:
+            chunks.append(chunk)
+            kept += len(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)[:MAX_BODY]
+
+
+def _content_type(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            return str(value.decode("latin-1").split(";")[0].strip().lower())
+    return ""
+
+
+async def _seed_params(scope: Scope, receive: Receive) -> dict[str, str] | None:
     """The seed's parameters; None when the body is unreadable (INVALID_INPUT)."""
-    params = _decode_pairs(request.scope.get("query_string", b""))
-    if request.method == "POST":
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type == "multipart/form-data":
-            body = await _multipart_params(request)
+    params = _decode_pairs(scope.get("query_string", b""))
+    if scope["method"] == "POST":
+        raw = await _read_body(receive)
+        if _content_type(scope) == "multipart/form-data":
+            body = await _multipart_params(scope, raw)
             if body is None:
                 return None
         else:
-            raw = await request.body()
-            body = _decode_pairs(raw[:MAX_BODY]) if raw else {}
+            body = _decode_pairs(raw) if raw else {}
         # The body wins over the query string for a parameter given in both.
         params.update(body)
     return params
@@ -84,49 +134,93 @@ def _positive_id(value: str | None) -> int | None:
     return number if 0 < number <= MAX_ID else None
 
 
-def _word(word: str) -> PlainTextResponse:
-    return PlainTextResponse(word, status_code=200, media_type="text/plain")
+_PLAIN: Final = [(b"content-type", b"text/plain; charset=utf-8")]
 
 
-async def send_bulk(request: Request, runtime: RuntimeDep) -> PlainTextResponse:
-    address = client_ip(request)
-    now = runtime.clock.now()
-    bans = bulk_bans(request, runtime)
-    if await bans.is_banned(BAN_SCOPE, address, BAN_POLICY, now):
-        return _word(Refusal.BANNED.word)
-    params = await _seed_params(request)
-    if params is None:
-        await bans.record_failure(BAN_SCOPE, address, BAN_POLICY, now)
-        return _word(Refusal.INVALID_INPUT.word)
-    user_id = _positive_id(params.get("user_id"))
-    service_id = _positive_id(params.get("service_id"))
-    msisdn = params.get("msisdn", "")
-    text = params.get("text", "")
-    # A NUL has no place in a text (and PostgreSQL cannot store it).
-    if user_id is None or service_id is None or not msisdn.strip() or not text or "\x00" in text:
-        await bans.record_failure(BAN_SCOPE, address, BAN_POLICY, now)
-        return _word(Refusal.INVALID_INPUT.word)
-    if len(text) > MAX_TEXT_CHARS:
-        return _word(Refusal.TOO_LONG.word)
-    extended = params.get("extended", "").strip().lower() == "yes"
-    result = await accept_queue(runtime.sessions).send(
-        BulkRequest(
-            service_id=service_id,
-            user_id=user_id,
-            msisdn=msisdn,
-            text=text,
-            client_ip=address,
-            via="legacy",
-            details={"extended": extended},
-        ),
-        now=now,
+async def _word(send: Send, word: str) -> None:
+    body = word.encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*_PLAIN, (b"content-length", str(len(body)).encode())],
+        }
     )
-    if isinstance(result, Refused):
-        if result.reason in BAN_FAILURES:
+    await send({"type": "http.response.body", "body": body})
+
+
+class _SendBulk:
+    """``send_bulk.php`` as a bare ASGI endpoint: the seed's one-word answers need none of
+    FastAPI's parameter machinery, nor Starlette's request and response objects, and this is
+    the hottest path of the gateway."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await _word(send, await self.answer(scope, receive))
+
+    @staticmethod
+    async def answer(scope: Scope, receive: Receive) -> str:
+        app: Any = scope["app"]
+        runtime: Runtime = app.state.runtime
+        client = scope.get("client")
+        address = str(client[0]) if client else ""
+        now = runtime.clock.now()
+        bans = bulk_bans(app, runtime)
+        if await bans.is_banned(BAN_SCOPE, address, BAN_POLICY, now):
+            return Refusal.BANNED.word
+        params = await _seed_params(scope, receive)
+        if params is None:
             await bans.record_failure(BAN_SCOPE, address, BAN_POLICY, now)
-        return _word(result.word)
-    runtime.wake_links()
-    return _word(f"MSG_OK:{result.mt_id}" if extended else "MSG_OK")
+            return Refusal.INVALID_INPUT.word
+        user_id = _positive_id(params.get("user_id"))
+        service_id = _positive_id(params.get("service_id"))
+        msisdn = params.get("msisdn", "")
+        text = params.get("text", "")
+        # A NUL has no place in a text (and PostgreSQL cannot store it).
+        if (
+            user_id is None
+            or service_id is None
+            or not msisdn.strip()
+            or not text
+            or "\x00" in text
+        ):
+            await bans.record_failure(BAN_SCOPE, address, BAN_POLICY, now)
+            return Refusal.INVALID_INPUT.word
+        if len(text) > MAX_TEXT_CHARS:
+            return Refusal.TOO_LONG.word
+        extended = params.get("extended", "").strip().lower() == "yes"
+        result = await accept_queue(runtime.sessions).send(
+            BulkRequest(
+                service_id=service_id,
+                user_id=user_id,
+                msisdn=msisdn,
+                text=text,
+                client_ip=address,
+                via="legacy",
+                details={"extended": extended},
+            ),
+            now=now,
+        )
+        if isinstance(result, Refused):
+            if result.reason in BAN_FAILURES:
+                await bans.record_failure(BAN_SCOPE, address, BAN_POLICY, now)
+            return result.word
+        runtime.wake_links()
+        return f"MSG_OK:{result.mt_id}" if extended else "MSG_OK"
+
+
+send_bulk: Final = _SendBulk()
+# Starlette mounts an endpoint that is not a function as an ASGI app (its type says otherwise).
+router.add_route(
+    "/users/send_bulk.php", cast(Any, send_bulk), methods=["GET", "POST"], include_in_schema=False
+)
+
+
+async def _documented(request: Request) -> PlainTextResponse:
+    """The OpenAPI description of send_bulk.php. The bare route above is registered first in
+    this router and so answers every request; this one is what ``/openapi.json`` shows (and
+    what it would answer if it were ever reached)."""
+    word = await _SendBulk.answer(request.scope, request.receive)
+    return PlainTextResponse(word, media_type="text/plain")
 
 
 _SEED_PARAMS: Final = [
@@ -150,7 +244,7 @@ _SEED_DOC: Final = {
 }
 router.add_api_route(
     "/users/send_bulk.php",
-    send_bulk,
+    _documented,
     methods=["GET"],
     operation_id="send_bulk_get",
     openapi_extra={
@@ -163,7 +257,7 @@ router.add_api_route(
 )
 router.add_api_route(
     "/users/send_bulk.php",
-    send_bulk,
+    _documented,
     methods=["POST"],
     operation_id="send_bulk_post",
     openapi_extra={

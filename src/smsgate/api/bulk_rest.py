@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -55,11 +55,12 @@ MAX_ID: Final = 2**63 - 1
 # --- bans ------------------------------------------------------------------------------------
 
 
-def bulk_bans(request: Request, runtime: Runtime) -> BanList:
-    bans: BanList | None = getattr(request.app.state, "bulk_bans", None)
+def bulk_bans(app: Any, runtime: Runtime) -> BanList:
+    """The app's ban list of the bulk endpoints, made on first use."""
+    bans: BanList | None = getattr(app.state, "bulk_bans", None)
     if bans is None:
         bans = BanList(make_storage(runtime.settings.redis_url), namespace="bulk")
-        request.app.state.bulk_bans = bans
+        app.state.bulk_bans = bans
     return bans
 
 
@@ -266,7 +267,7 @@ async def post_message(
 ) -> MessageOut | BatchOut | JSONResponse:
     now = runtime.clock.now()
     address = client_ip(request)
-    if await bulk_bans(request, runtime).is_banned(BAN_SCOPE, address, BAN_POLICY, now):
+    if await bulk_bans(request.app, runtime).is_banned(BAN_SCOPE, address, BAN_POLICY, now):
         raise _raise(Refused(Refusal.BANNED, "Too many failed requests from this address."))
 
     def make(msisdn: str, key: str | None) -> BulkRequest:
