@@ -46,13 +46,11 @@ def _pairs(text: str, encoding: str, errors: str) -> dict[str, str]:
             name = name.replace("+", " ")
         if "%" in name:
             name = unquote(name, encoding, errors)
-        if name in params:
-            continue
         if "+" in value:
             value = value.replace("+", " ")
-        if "%" in value:
+        if "%" in value:  # also for a repeated name: its escapes decide the encoding too
             value = unquote(value, encoding, errors)
-        params[name] = value
+        params.setdefault(name, value)
     return params
 
 
