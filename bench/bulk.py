@@ -410,9 +410,13 @@ async def bench_accept(
         warm = argparse.Namespace(**{**vars(args), "duration": 2})
         await wrk(binary, send_path(port), script, warm)
         before_mts = await settled_count(url)
-        before_cpu = cpu_seconds(gateway)
+        before_cpu, before_pg = cpu_seconds(gateway), postgres_cpu()
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         run = await wrk(binary, send_path(port), script, args)
         used = cpu_seconds(gateway) - before_cpu
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+        pg_used = postgres_cpu() - before_pg if backend == "postgres" else 0.0
         stored = await settled_count(url) - before_mts
     print(f"\n== accept, {backend} ==")
     print(
@@ -420,6 +424,16 @@ async def bench_accept(
         f"p99 {run.p99_us / 1000:6.2f} ms   gateway CPU "
         f"{1000 * used / max(run.requests, 1):.2f} ms/req   errors {run.errors}   "
         f"non-2xx {run.non2xx}"
+    )
+    per_request = {"gateway": used, "postgres": pg_used, "wrk": wrk_cpu}
+    print(
+        "CPU per request  "
+        + "   ".join(
+            f"{name} {1000 * seconds / max(run.requests, 1):.2f} ms"
+            for name, seconds in per_request.items()
+            if seconds
+        )
+        + f"   (load average {os.getloadavg()[0]:.2f})"
     )
     # Requests still in the gateway when wrk stopped are queued but not counted by wrk.
     fits = run.not_ok == 0 and run.requests <= stored <= run.requests + args.connections
