@@ -266,3 +266,41 @@ async def test_committed_jobs_wake_subscribers_and_rolled_back_ones_do_not(
             assert calls == ["woken"]
     finally:
         unsubscribe()
+
+
+async def test_outcomes_of_many_claims_apply_only_to_claims_still_held(
+    sessionmaker: Sessions,
+) -> None:
+    ids = [await _enqueue(sessionmaker) for _ in range(4)]
+    old = await _claim(sessionmaker, worker="w1", lease=10)
+    # w1 stalls past its lease; w2 takes two of the jobs over (the same worker could too).
+    later = T0 + timedelta(seconds=11)
+    taken = await _claim(sessionmaker, worker="w2", now=later, limit=2)
+    assert [job.id for job in taken] == ids[:2]
+    still_w1 = [job for job in old if job.id in ids[2:]]
+    policy = RetryPolicy(base_seconds=10, cap_seconds=100)
+    async with sessionmaker.begin() as session:
+        assert await jobs.extend_leases(session, old, lease_seconds=30, now=later) == set(ids[2:])
+        assert await jobs.complete_many(session, old[:2], now=later) == set()
+        await jobs.fail_many(
+            session, [jobs.Failure(job, "boom") for job in old[:2]], now=later, policy=policy
+        )
+        assert await jobs.release_many(session, old[:2], now=later) == set()
+        assert await jobs.complete_many(session, still_w1[:1], now=later) == {ids[2]}
+        statuses = await jobs.fail_many(
+            session,
+            [jobs.Failure(still_w1[1], "HTTP 500"), jobs.Failure(taken[0], "gone", permanent=True)],
+            now=later,
+            policy=policy,
+            rand=lambda: 0.5,
+        )
+        assert statuses == {ids[3]: "queued", ids[0]: "dead"}
+        assert await jobs.release_many(session, taken[1:], now=later) == {ids[1]}
+    rows = [await _job(sessionmaker, job_id) for job_id in ids]
+    assert [(r.status, r.attempts, r.locked_by, r.last_error) for r in rows] == [
+        ("dead", 2, None, "gone"),  # w2's claim (the second), failed permanently
+        ("queued", 1, None, ""),  # w2's claim, given back: its attempt not counted
+        ("done", 1, None, ""),
+        ("queued", 1, None, "HTTP 500"),
+    ]
+    assert rows[3].run_at == later + timedelta(seconds=5)  # half of the first ceiling
