@@ -124,13 +124,14 @@ class CallbackConnections:
         per_origin: int = 16,
         keepalive_seconds: float = 30.0,
         backend: httpcore2.AsyncNetworkBackend | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         inner = AsyncioBackend()
         self._backend = backend or (inner if allow_private else PublicOnlyBackend(inner))
         self._per_origin = per_origin
         self._keepalive = keepalive_seconds
         self._origins: dict[tuple[bytes, bytes, int], _Origin] = {}
-        self._ssl_context: ssl.SSLContext | None = None
+        self._ssl_context = ssl_context
         self._last_sweep = time.monotonic()
 
     @property
