@@ -38,7 +38,8 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from smsgate.services.bulk_decide import BatchDecision, ServiceView
+from smsgate.services.bulk_decide import BatchDecision
+from smsgate.services.bulk_inputs import ServiceView
 from smsgate.services.bulk_model import MT_COST_KIND, Accepted, BulkRequest, SendResult
 from smsgate.services.routes import RouteRow
 from smsgate.store.ledger import Charge, charge_merchant_many

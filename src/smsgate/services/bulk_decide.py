@@ -22,14 +22,20 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
-from smsgate.domain import quota
 from smsgate.domain.errors import InvalidMsisdn, TextError
-from smsgate.domain.msisdn import Msisdn, normalize_msisdn
+from smsgate.domain.msisdn import Msisdn
 from smsgate.domain.service_settings import BulkSettings
-from smsgate.domain.text import choose_encoding, count_parts
 from smsgate.services import quotas
+from smsgate.services.bulk_inputs import (
+    PERIODS,
+    MeasuredText,
+    ServiceView,
+    Windows,
+    measure_text,
+    parse_number,
+)
 from smsgate.services.bulk_model import (
     LIMIT_REFUSALS,
     OPT_OUT_REFUSALS,
@@ -43,84 +49,7 @@ from smsgate.services.bulk_model import (
 )
 from smsgate.services.routes import RouteChoice, RouteRow, pick_route
 
-__all__ = ["BatchDecision", "MerchantCharge", "ServiceView"]
-
-PERIODS: Final = (quota.Period.MONTH, quota.Period.WEEK, quota.Period.DAY)
-_RANK: Final = {period: rank for rank, period in enumerate(PERIODS)}
-_PERIOD_OF_KEY: Final = {"d": "day", "w": "week", "m": "month"}
-
-# The MT row's columns, in the order the raw stores write them.
-MT_COLUMNS: Final = (
-    "merchant_id",
-    "service_id",
-    "mo_id",
-    "operator_id",
-    "msisdn",
-    "sender",
-    "text",
-    "encoding",
-    "parts",
-    "status",
-    "error_code",
-    "cost_minor",
-    "currency",
-    "idempotency_key",
-    "attempts",
-    "next_attempt_at",
-    "created_at",
-    "updated_at",
-    "details",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceView:
-    """A service and its merchant, as the checks see them."""
-
-    merchant_id: int
-    type: str
-    status: str
-    ip_allowlist: list[Any]
-    stored: dict[str, Any]
-    merchant_status: str
-    currency: str
-    timezone: str
-    settings: BulkSettings | None  # None: settings that no longer validate
-
-    @classmethod
-    def of(
-        cls,
-        *,
-        kind: str,
-        merchant_id: int,
-        status: str,
-        ip_allowlist: list[Any] | None,
-        settings: dict[str, Any] | None,
-        merchant_status: str,
-        currency: str,
-        timezone: str,
-    ) -> ServiceView:
-        parsed: BulkSettings | None = None
-        if kind == "bulk":
-            try:
-                parsed = BulkSettings.from_stored(settings or {})
-            except ValueError:
-                parsed = None
-        return cls(
-            merchant_id=merchant_id,
-            type=kind,
-            status=status,
-            ip_allowlist=list(ip_allowlist or []),
-            stored=dict(settings or {}),
-            merchant_status=merchant_status,
-            currency=currency,
-            timezone=timezone,
-            settings=parsed,
-        )
-
-    @property
-    def price_per_part_minor(self) -> int:
-        return int(self.stored.get("price_per_part_minor") or 0)
+__all__ = ["BatchDecision", "MerchantCharge"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,56 +64,10 @@ class MerchantCharge:
 
 
 @dataclass(frozen=True, slots=True)
-class _Text:
-    encoding: str
-    parts: int
-
-
-@dataclass(frozen=True, slots=True)
 class _Duplicate:
     """Accepted earlier in the same batch under the same idempotency key."""
 
     index: int
-
-
-class _Windows:
-    """The day, week and month windows of each request, computed once per batch: a window
-    found for one instant serves every instant it contains (domain/quota.py does the
-    calendar; this only avoids asking it again)."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[str, quota.Period], list[quota.Window]] = defaultdict(list)
-
-    def of(self, instant: datetime, timezone: str) -> dict[quota.Period, quota.Window]:
-        found: dict[quota.Period, quota.Window] = {}
-        for period in PERIODS:
-            known = self._known[(timezone, period)]
-            hit = next((w for w in known if instant in w), None)
-            if hit is None:
-                hit = quota.window(period, instant, quotas.merchant_zone(timezone))
-                known.append(hit)
-            found[period] = hit
-        return found
-
-
-def _parse(raw: str) -> Msisdn | InvalidMsisdn:
-    try:
-        return normalize_msisdn(raw)
-    except InvalidMsisdn as error:
-        return error
-
-
-def _measure(text: str) -> _Text | TextError:
-    try:
-        encoding = choose_encoding(text)
-        return _Text(encoding.value, count_parts(text, encoding=encoding))
-    except TextError as error:
-        return error
-
-
-def _limit(settings: BulkSettings, period: quota.Period) -> int | None:
-    limit: int | None = getattr(settings, f"limit_{period.value}")
-    return limit
 
 
 class BatchDecision:
@@ -193,13 +76,13 @@ class BatchDecision:
     def __init__(self, requests: Sequence[BulkRequest], nows: Sequence[datetime]) -> None:
         self.requests = list(requests)
         self.nows = list(nows)
-        self._numbers = [_parse(r.msisdn) for r in self.requests]
-        self._texts = [_measure(r.text) for r in self.requests]
+        self._numbers = [parse_number(r.msisdn) for r in self.requests]
+        self._texts = [measure_text(r.text) for r in self.requests]
         self._results: list[SendResult | _Duplicate | None] = [None] * len(self.requests)
         self._services: dict[int, ServiceView] = {}
         self._routes: dict[str | None, RouteChoice | None] = {}
         self._pending: list[int] = []
-        self._windows = _Windows()
+        self._windows = Windows()
         # What the accepted messages take and write.
         self._rows: list[dict[str, Any]] = []  # MT rows, in request order
         self._row_request: list[int] = []  # the request of each row
@@ -296,7 +179,7 @@ class BatchDecision:
 
     @staticmethod
     def _check_text(
-        request: BulkRequest, text: _Text | TextError, service: ServiceView
+        request: BulkRequest, text: MeasuredText | TextError, service: ServiceView
     ) -> SendResult | None:
         settings = service.settings
         assert settings is not None
@@ -324,11 +207,12 @@ class BatchDecision:
         wanted: dict[tuple[int, str], tuple[int, int]] = {}
         for i in self._pending:
             sid = self.requests[i].service_id
-            settings = self._settings(i)
-            windows = self._windows.of(self.nows[i], self._services[sid].timezone)
-            for period in PERIODS:
-                if _limit(settings, period) is not None:
-                    wanted[(sid, windows[period].key)] = (sid, _RANK[period])
+            service = self._services[sid]
+            if not service.limits:
+                continue
+            windows = self._windows.of(self.nows[i], service.timezone)
+            for period, _ in service.limits:
+                wanted[(sid, windows[period].key)] = (sid, PERIODS.index(period))
         return sorted(wanted, key=lambda key: (wanted[key], key[1]))
 
     def _scope(self, i: int) -> str:
@@ -396,13 +280,10 @@ class BatchDecision:
         service = self._services[request.service_id]
         settings = self._settings(i)
         number, text = self._numbers[i], self._texts[i]
-        assert isinstance(number, Msisdn) and isinstance(text, _Text)
-        windows = self._windows.of(now, service.timezone)
+        assert isinstance(number, Msisdn) and isinstance(text, MeasuredText)
+        windows = self._windows.of(now, service.timezone) if service.limits else {}
         sid = request.service_id
-        for period in PERIODS:
-            limit = _limit(settings, period)
-            if limit is None:
-                continue
+        for period, limit in service.limits:
             window = windows[period]
             used = counters[(sid, window.key)] + self._used.get((sid, window.key), 0)
             if used + text.parts > limit:
@@ -430,9 +311,8 @@ class BatchDecision:
                     Refusal.NO_FUNDS, "The merchant's balance and credit do not cover the message."
                 )
         # Accepted: take what it needs.
-        for period in PERIODS:
-            if _limit(settings, period) is not None:
-                self._used[(sid, windows[period].key)] += text.parts
+        for period, _ in service.limits:
+            self._used[(sid, windows[period].key)] += text.parts
         if settings.min_interval_seconds > 0:
             self._marks[(sid, scope)] = now
         route = self._routes[number.region]
@@ -477,11 +357,7 @@ class BatchDecision:
         moves = []
         for (sid, key), used in sorted(self._used.items()):
             if used:
-                settings = self._services[sid].settings
-                assert settings is not None
-                limit: int | None = getattr(settings, f"limit_{_PERIOD_OF_KEY[key[0]]}")
-                assert limit is not None
-                moves.append((sid, key, used, limit))
+                moves.append((sid, key, used, self._services[sid].limit_of(key)))
         return moves
 
     def mark_moves(self) -> list[tuple[int, str, datetime]]:

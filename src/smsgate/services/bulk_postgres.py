@@ -23,7 +23,8 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from smsgate.services.bulk_batch import NEVER, BatchConflict
-from smsgate.services.bulk_decide import BatchDecision, MerchantCharge, ServiceView
+from smsgate.services.bulk_decide import BatchDecision, MerchantCharge
+from smsgate.services.bulk_inputs import ServiceView
 from smsgate.services.bulk_model import MT_COST_KIND, Accepted, BulkRequest, SendResult
 from smsgate.services.routes import RouteRow
 from smsgate.store.ledger import merchant_account

@@ -28,7 +28,8 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from smsgate.services.bulk_batch import NEVER, BatchConflict
-from smsgate.services.bulk_decide import MT_COLUMNS, BatchDecision, ServiceView
+from smsgate.services.bulk_decide import BatchDecision
+from smsgate.services.bulk_inputs import ServiceView
 from smsgate.services.bulk_model import MT_COST_KIND, Accepted, BulkRequest, SendResult
 from smsgate.services.routes import RouteRow
 from smsgate.store.ledger import merchant_account
@@ -103,18 +104,36 @@ def _parse_time(value: str) -> datetime:
     return datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-def _mt_params(row: dict[str, Any]) -> list[Any]:
-    params = [row[column] for column in MT_COLUMNS]
-    for position in _TIME_COLUMNS:
-        params[position] = sqlite_time(params[position])
-    params[_DETAILS] = json.dumps(params[_DETAILS])
-    return params
+def _mt_params(row: dict[str, Any], times: dict[datetime, str]) -> tuple[Any, ...]:
+    """_INSERT_MT's parameters; ``times`` keeps the batch's few instants formatted."""
 
+    def stored(when: datetime) -> str:
+        found = times.get(when)
+        if found is None:
+            found = times[when] = sqlite_time(when)
+        return found
 
-_TIME_COLUMNS: Final = tuple(
-    MT_COLUMNS.index(c) for c in ("next_attempt_at", "created_at", "updated_at")
-)
-_DETAILS: Final = MT_COLUMNS.index("details")
+    return (
+        row["merchant_id"],
+        row["service_id"],
+        row["mo_id"],
+        row["operator_id"],
+        row["msisdn"],
+        row["sender"],
+        row["text"],
+        row["encoding"],
+        row["parts"],
+        row["status"],
+        row["error_code"],
+        row["cost_minor"],
+        row["currency"],
+        row["idempotency_key"],
+        row["attempts"],
+        stored(row["next_attempt_at"]),
+        stored(row["created_at"]),
+        stored(row["updated_at"]),
+        json.dumps(row["details"]),
+    )
 
 
 class SqliteBatches:
@@ -241,8 +260,9 @@ def _write(db: sqlite3.Connection, batch: BatchDecision) -> list[int]:
     if not batch.mt_rows:
         return []
     ids: list[int] = []
+    times: dict[datetime, str] = {}
     for row in batch.mt_rows:
-        inserted = db.execute(_INSERT_MT, _mt_params(row)).lastrowid
+        inserted = db.execute(_INSERT_MT, _mt_params(row, times)).lastrowid
         assert inserted is not None
         ids.append(inserted)
     moves = batch.counter_moves()
