@@ -55,13 +55,23 @@ class _Buffering(asyncio.Protocol):
             self.reader.set_result(None)
 
 
+# Writes are held back until the next read (or until this much is pending): httpcore2 writes a
+# request's head, body and end separately, and one send per request instead of three saves
+# system calls on both sides.
+_HOLD_BYTES = 64 * 1024
+
+
 class AsyncioStream(httpcore2.AsyncNetworkStream):
     def __init__(self, transport: asyncio.Transport, protocol: _Buffering) -> None:
         self._transport = transport
         self._protocol = protocol
+        self._held: list[bytes] = []
+        self._held_bytes = 0
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # noqa: ASYNC109 (httpcore2's interface)
         protocol = self._protocol
+        if self._held:
+            await self._flush(timeout)
         if not protocol.buffer and not protocol.closed:
             protocol.reader = asyncio.get_running_loop().create_future()
             try:
@@ -85,7 +95,19 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         protocol = self._protocol
         if protocol.closed or self._transport.is_closing():
             raise httpcore2.WriteError("the connection is closed")
-        self._transport.write(buffer)
+        self._held.append(buffer)
+        self._held_bytes += len(buffer)
+        if self._held_bytes >= _HOLD_BYTES:
+            await self._flush(timeout)
+
+    async def _flush(self, timeout: float | None) -> None:  # noqa: ASYNC109 (as read and write)
+        held = b"".join(self._held)
+        self._held.clear()
+        self._held_bytes = 0
+        protocol = self._protocol
+        if protocol.closed or self._transport.is_closing():
+            raise httpcore2.WriteError("the connection is closed")
+        self._transport.write(held)
         if protocol.paused:
             protocol.writable = asyncio.get_running_loop().create_future()
             try:

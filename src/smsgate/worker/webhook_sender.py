@@ -30,12 +30,13 @@ import base64
 import hashlib
 import hmac
 import logging
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote_plus
 
 import httpcore2
 import httpx2
@@ -366,7 +367,7 @@ def build_request(delivery: Delivery, now: datetime) -> CallbackRequest:
     else:
         covered = fields
     fields[SIGN_FIELD] = form_signature(covered, key)
-    encoded = urlencode(list(fields.items()))
+    encoded = _form_encode(fields)
     headers = {"host": target.host_header, "user-agent": USER_AGENT}
     if method == "GET":
         query = f"{existing}&{encoded}" if existing else encoded
@@ -397,6 +398,21 @@ def build_request(delivery: Delivery, now: datetime) -> CallbackRequest:
         content=content,
         origin=target.origin,
         target=url.raw_path,
+    )
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _form_encode(fields: dict[str, str]) -> str:
+    """``urlencode(fields)``, with the common plain names and values (digits, ids, status
+    words) passed through as they are instead of through ``quote_plus``."""
+    plain = _PLAIN.fullmatch
+    return "&".join(
+        (name if plain(name) else quote_plus(name))
+        + "="
+        + (value if plain(value) else quote_plus(value))
+        for name, value in fields.items()
     )
 
 
