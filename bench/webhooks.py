@@ -263,7 +263,7 @@ async def bench_client(args: argparse.Namespace) -> Figures:
         connections = CallbackConnections(allow_private=True, per_origin=args.concurrency)
 
         async def send(delivery: webhooks.Delivery) -> None:
-            request = build_request(delivery, now).to_core(10.0)
+            request = build_request(delivery, now).to_core()
             answer = await connections.request(request, timeout_seconds=10.0, limit=65536)
             assert answer.status == 200
 

@@ -75,8 +75,11 @@ class AsyncioStream(httpcore2.AsyncNetworkStream):
         if not protocol.buffer and not protocol.closed:
             protocol.reader = asyncio.get_running_loop().create_future()
             try:
-                async with asyncio.timeout(timeout):
+                if timeout is None:  # the caller bounds the whole exchange
                     await protocol.reader
+                else:
+                    async with asyncio.timeout(timeout):
+                        await protocol.reader
             except TimeoutError as exc:
                 raise httpcore2.ReadTimeout("timed out reading the answer") from exc
             finally:

@@ -162,7 +162,7 @@ class CallbackConnections:
             async with asyncio.timeout(timeout_seconds):
                 connection = self._idle_connection(origin)
                 if connection is None:
-                    connection = await self._connect(url.origin, request)
+                    connection = await self._connect(url.origin)
                 try:
                     response = await connection.handle_async_request(request)
                     body = bytearray()
@@ -192,17 +192,13 @@ class CallbackConnections:
             return connection
         return None
 
-    async def _connect(
-        self, origin: httpcore2.Origin, request: httpcore2.Request
-    ) -> httpcore2.AsyncHTTP11Connection:
-        timeouts = request.extensions.get("timeout", {})
+    async def _connect(self, origin: httpcore2.Origin) -> httpcore2.AsyncHTTP11Connection:
+        # No timeouts of their own: request() bounds the whole exchange, connecting included.
         host = origin.host.decode("ascii")
-        stream = await self._backend.connect_tcp(host, origin.port, timeout=timeouts.get("connect"))
+        stream = await self._backend.connect_tcp(host, origin.port)
         if origin.scheme == b"https":
             try:
-                stream = await stream.start_tls(
-                    self._tls(), server_hostname=host, timeout=timeouts.get("connect")
-                )
+                stream = await stream.start_tls(self._tls(), server_hostname=host)
             except BaseException:
                 await stream.aclose()
                 raise

@@ -202,10 +202,10 @@ class WebhookSender:
             return record(error=str(exc)), True
         timeout = self._runtime.settings.webhook_timeout_seconds
         try:
-            # The per-phase timeouts of httpcore2 bound each read; this bounds the whole
-            # exchange, so a merchant that trickles its answer cannot hold a slot for long.
+            # One bound on the whole exchange (connecting included), so a merchant that
+            # trickles its answer cannot hold a slot for long.
             answer = await self._pool().request(
-                request.to_core(timeout), timeout_seconds=timeout, limit=MAX_RESPONSE_BYTES,
+                request.to_core(), timeout_seconds=timeout, limit=MAX_RESPONSE_BYTES,
                 on_start=start,
             )  # fmt: skip
         except UnsafeUrlError as exc:
@@ -281,8 +281,9 @@ class CallbackRequest:
     origin: httpcore2.Origin
     target: bytes
 
-    def to_core(self, timeout_seconds: float) -> httpcore2.Request:
-        timeouts = {phase: timeout_seconds for phase in ("connect", "read", "write", "pool")}
+    def to_core(self) -> httpcore2.Request:
+        """The request for ``CallbackConnections.request`` (which bounds the whole exchange,
+        so there are no per-read timeouts to set up)."""
         return httpcore2.Request(
             self.method.encode("ascii"),
             httpcore2.URL(
@@ -293,7 +294,6 @@ class CallbackRequest:
             ),
             headers=[(k.encode("ascii"), v.encode("latin-1")) for k, v in self.headers.items()],
             content=self.content,
-            extensions={"timeout": timeouts},
         )
 
 

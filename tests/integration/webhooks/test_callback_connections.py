@@ -73,7 +73,6 @@ def _request(port: int, scheme: bytes = b"http", host: bytes = b"127.0.0.1") -> 
         httpcore2.URL(scheme=scheme, host=host, port=port, target=b"/hook"),
         headers=[(b"host", host), (b"content-length", b"3")],
         content=b"a=1",
-        extensions={"timeout": dict.fromkeys(("connect", "read", "write", "pool"), 5.0)},
     )
 
 
