@@ -129,6 +129,68 @@ async def test_an_id_given_by_the_smsc_wins(sessionmaker: async_sessionmaker[Asy
     assert again.outcome is not None and again.outcome.duplicate
 
 
+async def batch(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    deliveries: list[tuple[DeliverSm, str]],
+    at: datetime = T,
+) -> list[StoredMo]:
+    """Whole MOs stored together, as a link stores the deliver_sm of one batch."""
+    mos = []
+    for pdu, connection in deliveries:
+        part = read_mo(pdu)
+        mos.append(mo_store.WholeMo(part, part.text(Alphabet.GSM7), connection))
+    async with sessionmaker() as session, session.begin():
+        return await mo_store.store_whole_mos(
+            session, operator_id=OP, mos=mos, now=at, redelivery_window=WINDOW, handlers={}
+        )
+
+
+async def test_a_batch_of_identical_messages_on_one_connection_is_all_new(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    await _setup(sessionmaker)
+    stored = await batch(sessionmaker, [(mo_pdu("SAFE"), "conn-a")] * 3)
+    assert [s.outcome is not None and not s.outcome.duplicate for s in stored] == [True] * 3
+    assert len({s.ack_guard_id for s in stored}) == 3 and None not in {
+        s.ack_guard_id for s in stored
+    }
+    assert await rows(sessionmaker, MoMessage) == 3
+    assert await rows(sessionmaker, MoUnconfirmedAck) == 3
+
+
+async def test_a_redelivery_in_a_batch_is_recognised(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    await _setup(sessionmaker)
+    (first,) = await batch(sessionmaker, [(mo_pdu("KOD"), "conn-a")])
+    stored = await batch(
+        sessionmaker,
+        [(mo_pdu("hello", "359888000001"), "conn-b"), (mo_pdu("KOD"), "conn-b")],
+        T + timedelta(seconds=30),
+    )
+    assert stored[0].outcome is not None and not stored[0].outcome.duplicate
+    assert stored[1].redelivery and stored[1].outcome is not None
+    assert stored[1].outcome.duplicate and first.outcome is not None
+    assert stored[1].outcome.mo_id == first.outcome.mo_id
+    assert await rows(sessionmaker, MoMessage) == 2
+
+
+async def test_an_smsc_id_twice_in_a_batch_is_one_mo(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> None:
+    from smsgate.smpp import Tlvs
+
+    await _setup(sessionmaker)
+    pdu = mo_pdu("KOD")
+    pdu.tlvs = Tlvs(receipted_message_id="MO-78")
+    stored = await batch(sessionmaker, [(pdu, "conn-a"), (mo_pdu("hi"), "conn-a"), (pdu, "conn-a")])
+    outcomes = [s.outcome for s in stored]
+    assert all(outcome is not None for outcome in outcomes)
+    assert [o.duplicate for o in outcomes if o is not None] == [False, False, True]
+    assert stored[0].ack_guard_id is None and stored[1].ack_guard_id is not None
+    assert await rows(sessionmaker, MoMessage) == 2
+
+
 def part_pdus(text: str, ref: int) -> list[DeliverSm]:
     parts = segment(text, concat=Concat.UDH8)
     infos = concat_infos(parts.parts, ref)

@@ -3,6 +3,7 @@ repeated ones told apart from redeliveries."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from sqlalchemy import func, select
@@ -132,3 +133,37 @@ async def test_mos_reach_a_receiver_bound_on_its_own(
         assert [mo.text for mo in await mos(runtime)] == [LONG_UCS2]
     finally:
         await link.stop()
+
+
+async def test_mos_arriving_together_each_get_their_code_and_reply(
+    runtime: Runtime, simulator: Simulator
+) -> None:
+    from smsgate.services.access_codes import make_mo_handler
+    from smsgate.store.models import AccessCode
+
+    await provision(runtime.sessions, simulator.smpp_port)
+    async with runtime.sessions() as session, session.begin():
+        number = (await session.execute(select(ShortNumber))).scalar_one()
+        await add_merchant(session)
+        await add_service(session, 102, keyword="KOD", short_numbers=[number])
+    runtime.mo_handlers["access_code"] = make_mo_handler()
+    link = await start_link(runtime, settings_for(simulator.smpp_port))
+    phones = [f"35988800{i:04d}" for i in range(40)]
+    try:
+        results = await asyncio.gather(
+            *(simulator.inject_mo(phone, "1851", "KOD") for phone in phones)
+        )
+        assert {result.status for result in results} == {"acknowledged"}
+        assert await count(runtime, MoMessage) == 40
+        assert await count(runtime, AccessCode) == 40
+        await eventually(lambda: _all_answered(simulator, phones))
+        async with runtime.sessions() as session:
+            codes = {row.msisdn: row.code for row in (await session.scalars(select(AccessCode)))}
+        for phone in phones:
+            assert simulator.inbox(phone)[0].text == f"Your code: {codes[phone]}"
+    finally:
+        await link.stop()
+
+
+async def _all_answered(simulator: Simulator, phones: list[str]) -> bool:
+    return all(simulator.inbox(phone) for phone in phones)
