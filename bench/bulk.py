@@ -170,12 +170,19 @@ def cpu_seconds(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def postgres_cpu() -> float:
-    total = 0.0
+def postgres_cpu() -> dict[int, float]:
+    """CPU seconds of each PostgreSQL process, by pid."""
+    found: dict[int, float] = {}
     for process in psutil.process_iter(["name"]):
         if (process.info.get("name") or "").startswith("postgres"):
-            total += cpu_seconds(process)
-    return total
+            found[process.pid] = cpu_seconds(process)
+    return found
+
+
+def postgres_cpu_since(before: dict[int, float]) -> float:
+    """PostgreSQL's CPU since ``before``: backends that started meanwhile count whole, and
+    those that ended meanwhile are lost (the gateway's pool keeps its backends)."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in postgres_cpu().items())
 
 
 # --- the merchant's DLR script ---------------------------------------------------------------
@@ -416,7 +423,7 @@ async def bench_accept(
         used = cpu_seconds(gateway) - before_cpu
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
-        pg_used = postgres_cpu() - before_pg if backend == "postgres" else 0.0
+        pg_used = postgres_cpu_since(before_pg) if backend == "postgres" else 0.0
         stored = await settled_count(url) - before_mts
     print(f"\n== accept, {backend} ==")
     print(
@@ -469,11 +476,11 @@ async def bench_e2e(
         ):  # fmt: skip
             await _wait_bound(sim_http)
             ours = psutil.Process()
+            pg_before = postgres_cpu()
             marks = {
                 "gateway": cpu_seconds(gateway),
                 "simulator": cpu_seconds(simulator),
                 "bench (DLR script)": cpu_seconds(ours),
-                "postgres": postgres_cpu(),
             }
             children = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
@@ -496,7 +503,7 @@ async def bench_e2e(
                 "gateway": cpu_seconds(gateway) - marks["gateway"],
                 "simulator": cpu_seconds(simulator) - marks["simulator"],
                 "bench (DLR script)": cpu_seconds(ours) - marks["bench (DLR script)"],
-                "postgres": postgres_cpu() - marks["postgres"] if backend == "postgres" else 0.0,
+                "postgres": postgres_cpu_since(pg_before) if backend == "postgres" else 0.0,
                 "wrk": wrk_cpu,
             }
             async with httpx2.AsyncClient() as client:
