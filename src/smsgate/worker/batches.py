@@ -59,7 +59,9 @@ class Batch:
         if not mine and write is None:
             return
         try:
-            await self._record(mine, write)
+            # A stop that cancels the batch does not cut a transaction short: what has ended
+            # is recorded (otherwise it would only run again after the lease).
+            await asyncio.shield(self._record(mine, write))
         except Exception:
             # The leases run out and the jobs run again: at least once, never lost.
             log.exception("could not record the outcomes of %d jobs", len(mine))

@@ -149,14 +149,21 @@ class WebhookSender:
             await batch.finish(settled, _mark_failed(expired) if expired else None)
 
         pending = {asyncio.create_task(self._deliver(job, d)) for job, d in to_send}
-        while pending:
-            ended, pending = await asyncio.wait(pending, timeout=self._flush_seconds)
-            if ended:
-                results = [task.result() for task in ended]
-                await batch.finish(
-                    [(job, outcome) for job, _, outcome in results],
-                    _record([logged for _, logged, _ in results]),
-                )
+        try:
+            while pending:
+                ended, pending = await asyncio.wait(pending, timeout=self._flush_seconds)
+                if ended:
+                    results = [task.result() for task in ended]
+                    await batch.finish(
+                        [(job, outcome) for job, _, outcome in results],
+                        _record([logged for _, logged, _ in results]),
+                    )
+        finally:
+            # Stopped (or failed) half way: the worker gives the unfinished jobs back, so
+            # their sends must not go on behind its back.
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def _deliver(
         self, job: ClaimedJob, delivery: Delivery
