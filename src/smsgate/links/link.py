@@ -27,6 +27,7 @@ from smsgate.links.receiver import Receiver
 from smsgate.links.settings import LinkSettings
 from smsgate.links.state import LinkState
 from smsgate.links.submitter import Submitter
+from smsgate.links.write_lock import TaskLock, serialised_sessions
 from smsgate.runtime import Runtime
 from smsgate.smpp import (
     BindFailed,
@@ -79,7 +80,9 @@ class OperatorLink:
             window=settings.window,
             tps_limit=settings.tps,
         )
-        write_lock = asyncio.Lock()
+        # On SQLite the receiver's transactions queue on the link's write lock too, so that
+        # a claim of the replies just committed is not starved by them (write_lock.py).
+        write_lock = TaskLock()
         self.submitter = Submitter(
             settings,
             runtime.sessions,
@@ -92,7 +95,7 @@ class OperatorLink:
         )
         self.receiver = Receiver(
             settings,
-            runtime.sessions,
+            serialised_sessions(runtime.sessions, write_lock),
             runtime.clock,
             runtime.mo_handlers,
             self.state,
