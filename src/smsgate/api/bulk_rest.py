@@ -7,6 +7,7 @@ problem whose ``code`` is the send_bulk.php word for the same refusal (docs/bulk
 from __future__ import annotations
 
 import math
+import time
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -74,7 +75,39 @@ BAN_POLICY: Final = BanPolicy()
 # --- REST: authentication --------------------------------------------------------------------
 
 
+KEY_MEMORY_SECONDS: Final = 1.0
+KEY_MEMORY_SIZE: Final = 10_000
+
+
+class KeyOwners:
+    """Which merchant an API key belongs to, remembered for ``KEY_MEMORY_SECONDS``: a lookup
+    costs a transaction (on SQLite one that takes the write lock, store/db.py), several times
+    the rest of a send. Only keys found are remembered, so a new key works at once; a key
+    revoked or moved is honoured at most that long after (the merchant's status is checked
+    with every message anyway)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[int, float]] = {}
+
+    async def merchant_of(self, runtime: Runtime, key: str) -> int | None:
+        digest = hash_api_key(key)
+        now = time.monotonic()
+        known = self._known.get(digest)
+        if known is not None and now - known[1] < KEY_MEMORY_SECONDS:
+            return known[0]
+        async with runtime.sessions() as session:
+            found = await session.scalar(select(Merchant.id).where(Merchant.api_key_hash == digest))
+        if found is None:
+            self._known.pop(digest, None)
+            return None
+        if len(self._known) >= KEY_MEMORY_SIZE:
+            self._known.clear()
+        self._known[digest] = (int(found), now)
+        return int(found)
+
+
 async def _merchant_id(
+    request: Request,
     runtime: RuntimeDep,
     authorization: Annotated[str | None, Header(description="Bearer <API key>")] = None,
     x_api_key: Annotated[str | None, Header(description="The API key, as an alternative")] = None,
@@ -84,13 +117,13 @@ async def _merchant_id(
         key = authorization[7:].strip()
     if not key:
         raise Problem(401, "Unauthorized", "Give the merchant's API key: Authorization: Bearer.")
-    async with runtime.sessions() as session:
-        found = await session.scalar(
-            select(Merchant.id).where(Merchant.api_key_hash == hash_api_key(key))
-        )
+    owners: KeyOwners | None = getattr(request.app.state, "bulk_key_owners", None)
+    if owners is None:
+        owners = request.app.state.bulk_key_owners = KeyOwners()
+    found = await owners.merchant_of(runtime, key)
     if found is None:
         raise Problem(401, "Unauthorized", "Unknown API key.")
-    return int(found)
+    return found
 
 
 MerchantId = Annotated[int, Depends(_merchant_id)]

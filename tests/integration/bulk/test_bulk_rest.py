@@ -3,12 +3,13 @@ details, idempotency keys and the OpenAPI document."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx2
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from tests.factories import add_merchant, add_short_number
 from tests.integration.bulk.bulk_env import (
     API_KEY,
@@ -19,9 +20,11 @@ from tests.integration.bulk.bulk_env import (
     provision,
 )
 
+from smsgate.api import bulk_rest
 from smsgate.domain.clock import FakeClock
 from smsgate.runtime import Runtime
-from smsgate.store.models import LedgerEntry, MtMessage, OptOut
+from smsgate.security import hash_api_key
+from smsgate.store.models import LedgerEntry, Merchant, MtMessage, OptOut
 
 KEY = {"X-API-Key": API_KEY}
 OTHER = "359887654321"
@@ -270,3 +273,21 @@ async def test_openapi_documents_the_bulk_endpoints(
     assert "get" in paths["/api/v1/messages/{message_id}"]
     assert {"get", "post"} <= set(paths["/api/v1/services/{service_id}/opt-outs"])
     assert "delete" in paths["/api/v1/services/{service_id}/opt-outs/{msisdn}"]
+
+
+async def test_a_revoked_api_key_stops_working_within_the_key_memory(
+    runtime: Runtime, client: httpx2.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bulk_rest, "KEY_MEMORY_SECONDS", 0.2)
+    await setup(runtime)
+    body = {"service_id": SERVICE_ID, "to": BG_NUMBER, "text": "Hi"}
+    fresh = {"X-API-Key": "k-new"}
+    # An unknown key is not remembered: once set, it works at once.
+    assert (await client.post("/api/v1/messages", json=body, headers=fresh)).status_code == 401
+    async with runtime.sessions() as session, session.begin():
+        await session.execute(update(Merchant).values(api_key_hash=hash_api_key("k-new")))
+    assert (await client.post("/api/v1/messages", json=body, headers=fresh)).status_code == 201
+    async with runtime.sessions() as session, session.begin():
+        await session.execute(update(Merchant).values(api_key_hash=None))
+    await asyncio.sleep(0.3)
+    assert (await client.post("/api/v1/messages", json=body, headers=fresh)).status_code == 401
