@@ -9,39 +9,42 @@ Receipts come in batches (a link hands over everything that arrived while its la
 transaction ran), so the work is done set-wise: one lookup of the parts, one insert of the
 reports, one update of the parts and one of the messages, one insert of the callbacks and one
 of their delivery jobs, whatever the batch's size. The receipts of a batch are applied in
-order, in memory, each by the rules of a single receipt (``_Batch.apply``).
+order, in memory, each by the rules of a single receipt (``Batch.apply``).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import DateTime, Table, insert, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from smsgate.domain.delivery import aggregate, is_final
 from smsgate.metrics import DLR_RECEIVED
-from smsgate.services.webhooks import NewEvent, emit_many
-from smsgate.store.models import DeliveryReport, MtMessage, MtPart, Service
+from smsgate.services.dlr_batch import (
+    CHUNK,
+    DLR_EVENT,
+    Batch,
+    callback_status,
+    fetch_rows,
+    message_fields,
+    part_fields,
+)
+from smsgate.services.webhooks import emit_many
+from smsgate.store.models import DeliveryReport, MtMessage, MtPart
+from smsgate.store.row_sets import update_rows
+from smsgate.store.types import UTCDateTime
 
 _MT = cast(Table, MtMessage.__table__)
-_PARTS = cast(Table, MtPart.__table__)
 _REPORTS = cast(Table, DeliveryReport.__table__)
-_SERVICES = cast(Table, Service.__table__)
-_CHUNK: Final = 500  # values per IN (...) list
 
-# What a DLR callback calls a state (docs/bulk.md, "DLR callbacks"): "submitted" is the SMSC's
-# acceptance of the submit_sm, which merchants know as "accepted".
-_CALLBACK_STATUS = {"submitted": "accepted"}
-DLR_EVENT = "message.dlr"
 # The link's own outcomes of a submit, which notify_submit_outcomes reports.
 _SUBMIT_OUTCOMES: Final = frozenset({"submitted", "failed", "unknown"})
-# What the link concludes when it cannot get a message (or part of it) out.
-_GIVEN_UP: Final = frozenset({"failed", "unknown"})
 
 
 @dataclass(frozen=True)
@@ -80,28 +83,26 @@ async def receive_receipts(
     ).items():
         DLR_RECEIVED.labels(operator_id, state).inc(count)
     connection = await session.connection()
-    batch = _Batch(now)
+    batch = Batch(now)
     await batch.load_parts(
         connection, {(receipt.operator_id, receipt.operator_message_id) for receipt in receipts}
     )
     parts = [batch.part(receipt.operator_id, receipt.operator_message_id) for receipt in receipts]
-    report_ids = (
-        await connection.execute(
-            insert(_REPORTS).returning(_REPORTS.c.id, sort_by_parameter_order=True),
-            [
-                {
-                    "operator_id": receipt.operator_id,
-                    "operator_message_id": receipt.operator_message_id,
-                    "mt_part_id": part.id if part is not None else None,
-                    "state": receipt.state,
-                    "error_code": receipt.error_code,
-                    "received_at": now,
-                    "raw": receipt.raw,
-                }
-                for receipt, part in zip(receipts, parts, strict=True)
-            ],
-        )
-    ).scalars()
+    report_ids = await _store_reports(
+        connection,
+        [
+            {
+                "operator_id": receipt.operator_id,
+                "operator_message_id": receipt.operator_message_id,
+                "mt_part_id": part.id if part is not None else None,
+                "state": receipt.state,
+                "error_code": receipt.error_code,
+                "received_at": now,
+                "raw": receipt.raw,
+            }
+            for receipt, part in zip(receipts, parts, strict=True)
+        ],
+    )
     outcomes = []
     for receipt, part, report_id in zip(receipts, parts, report_ids, strict=True):
         if part is None:
@@ -113,6 +114,50 @@ async def receive_receipts(
     return outcomes
 
 
+async def _store_reports(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+    """Insert the reports; their ids, in order."""
+    if connection.dialect.name != "sqlite":
+        result = await connection.execute(
+            insert(_REPORTS).returning(_REPORTS.c.id, sort_by_parameter_order=True), rows
+        )
+        return list(result.scalars())
+    # On SQLite the rows go as one JSON parameter (store/row_sets.py), and no RETURNING: its
+    # rows are fetched one at a time, each handing the GIL back and forth with the event loop.
+    # The ids are consecutive instead: the statement inserts the rows in order, each taking
+    # the next rowid, and no other writer can come in between (BEGIN IMMEDIATE).
+    received_at = _sqlite_time(connection.dialect, rows[0]["received_at"])
+    packed = json.dumps(
+        [[r[name] for name in _SQLITE_REPORT_FIELDS] for r in rows],
+        separators=(",", ":"),
+    )
+    result = await connection.exec_driver_sql(_SQLITE_INSERT_REPORTS, (received_at, packed))
+    last = result.lastrowid
+    assert last is not None
+    return list(range(last - len(rows) + 1, last + 1))
+
+
+_SQLITE_REPORT_FIELDS: Final = (
+    "operator_id",
+    "operator_message_id",
+    "mt_part_id",
+    "state",
+    "error_code",
+    "raw",
+)
+_SQLITE_INSERT_REPORTS: Final = (
+    "INSERT INTO delivery_reports (operator_id, operator_message_id, mt_part_id, state, "
+    "error_code, received_at, raw) SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, "
+    "r.value ->> 3, r.value ->> 4, ?, r.value -> 5 FROM json_each(?) AS r"
+)
+
+
+def _sqlite_time(dialect: Dialect, moment: datetime) -> Any:
+    """``moment`` as SQLAlchemy writes a ``UTCDateTime`` on SQLite."""
+    as_text = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert as_text is not None
+    return as_text(UTCDateTime().process_bind_param(moment, dialect))
+
+
 async def apply_early_receipts(
     session: AsyncSession, operator_id: str, message_ids: Iterable[str], *, now: datetime
 ) -> int:
@@ -120,9 +165,10 @@ async def apply_early_receipts(
     link has just written; oldest receipt first. Returns how many were applied."""
     connection = await session.connection()
     wanted = list(dict.fromkeys(message_ids))
-    reports: list[Any] = []
-    for start in range(0, len(wanted), _CHUNK):
-        rows = await connection.execute(
+    reports: list[Sequence[Any]] = []  # id, operator_message_id, state, error_code
+    for start in range(0, len(wanted), CHUNK):
+        rows = await fetch_rows(
+            connection,
             select(
                 _REPORTS.c.id,
                 _REPORTS.c.operator_message_id,
@@ -131,30 +177,31 @@ async def apply_early_receipts(
             ).where(
                 _REPORTS.c.operator_id == operator_id,
                 _REPORTS.c.mt_part_id.is_(None),
-                _REPORTS.c.operator_message_id.in_(wanted[start : start + _CHUNK]),
-            )
+                _REPORTS.c.operator_message_id.in_(wanted[start : start + CHUNK]),
+            ),
         )
-        reports.extend(rows.all())
+        reports.extend(rows)
     if not reports:
         return 0
-    reports.sort(key=lambda report: report.id)
-    batch = _Batch(now)
-    await batch.load_parts(connection, {(operator_id, r.operator_message_id) for r in reports})
+    reports.sort(key=lambda report: int(report[0]))
+    batch = Batch(now)
+    await batch.load_parts(connection, {(operator_id, report[1]) for report in reports})
     matched = [
         (report, part)
         for report in reports
-        if (part := batch.part(operator_id, report.operator_message_id)) is not None
+        if (part := batch.part(operator_id, report[1])) is not None
     ]
     if not matched:
         return 0
-    await connection.execute(
-        update(_REPORTS)
-        .where(_REPORTS.c.id == bindparam("b_id"))
-        .values(mt_part_id=bindparam("b_part")),
-        [{"b_id": report.id, "b_part": part.id} for report, part in matched],
+    await update_rows(
+        connection,
+        _REPORTS,
+        [{"id": report[0], "mt_part_id": part.id} for report, part in matched],
+        key="id",
+        columns=("mt_part_id",),
     )
     for report, part in matched:
-        batch.apply(part, report.state, report.error_code)
+        batch.apply(part, report[2], report[3])
     await batch.write(session, connection)
     return len(matched)
 
@@ -181,13 +228,13 @@ async def notify_submit_outcomes(
     Returns the number of callbacks queued.
     """
     connection = await session.connection()
-    batch = _Batch(now)
+    batch = Batch(now)
     ids = list(dict.fromkeys(mt_ids))
     service_ids: set[int] = set()
-    for start in range(0, len(ids), _CHUNK):
+    for start in range(0, len(ids), CHUNK):
         rows = await connection.execute(
             select(_MT.c.service_id)
-            .where(_MT.c.id.in_(ids[start : start + _CHUNK]), _MT.c.service_id.is_not(None))
+            .where(_MT.c.id.in_(ids[start : start + CHUNK]), _MT.c.service_id.is_not(None))
             .distinct()
         )
         service_ids.update(rows.scalars())
@@ -203,301 +250,20 @@ async def notify_submit_outcomes(
         if mt.parts > 1:
             for part in parts:
                 if part.status in _SUBMIT_OUTCOMES:
-                    batch.callback(mt, _part_fields(mt, part, now))
-        batch.callback(mt, _message_fields(mt, parts, now))
+                    batch.callback(mt, part_fields(mt, part, now))
+        batch.callback(mt, message_fields(mt, parts, now))
     await emit_many(session, batch.events, now=now)
     return len(batch.events)
 
 
-def callback_status(state: str) -> str:
-    return _CALLBACK_STATUS.get(state, state)
-
-
-# --- the batch: rows loaded once, changed in memory, written once -----------------------------
-
-
-@dataclass(slots=True, eq=False)
-class _Part:
-    id: int
-    mt_id: int
-    part_no: int
-    operator_message_id: str | None
-    status: str
-    error_code: str
-    submitted_at: datetime | None
-    done_at: datetime | None
-    changed: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class _Message:
-    id: int
-    merchant_id: int | None
-    service_id: int | None
-    msisdn: str
-    parts: int
-    status: str
-    error_code: str
-    created_at: datetime
-    rows: dict[int, _Part] = field(default_factory=dict)  # by part_no
-    changed: bool = False
-
-    def sorted_rows(self) -> list[_Part]:
-        return [self.rows[number] for number in sorted(self.rows)]
-
-    def whole_state(self) -> str:
-        """The message's state from all its parts.
-
-        When the link gave up on the message (``failed``, ``unknown``), that verdict counts as
-        one more part: it stands for the parts that never left, whose rows were never written
-        (an MT refused on a retry keeps only the rows of the parts an earlier attempt sent)
-        or only stand for them (``submitting`` rows of an MT the link's last owner was
-        sending when it stopped). Otherwise a receipt for the one part that went out would
-        make the whole message look delivered, or send it back to ``submitting``. The rows
-        alone are not enough to tell: how many parts go out depends on the link (with
-        ``message_payload`` a long message is one submit_sm).
-        """
-        states = [part.status for part in self.rows.values()]
-        if self.status in _GIVEN_UP:
-            states.append(self.status)
-        return aggregate(states)
-
-
-_PART_COLUMNS = (
-    _PARTS.c.id,
-    _PARTS.c.mt_id,
-    _PARTS.c.part_no,
-    _PARTS.c.operator_message_id,
-    _PARTS.c.status,
-    _PARTS.c.error_code,
-    _PARTS.c.submitted_at,
-    _PARTS.c.done_at,
-)
-_MESSAGE_COLUMNS = (
-    _MT.c.id,
-    _MT.c.merchant_id,
-    _MT.c.service_id,
-    _MT.c.msisdn,
-    _MT.c.parts,
-    _MT.c.status,
-    _MT.c.error_code,
-    _MT.c.created_at,
-)
-_PART_UPDATE = (
-    update(_PARTS)
-    .where(_PARTS.c.id == bindparam("b_id"))
-    .values(
-        status=bindparam("b_status"),
-        error_code=bindparam("b_error"),
-        done_at=bindparam("b_done"),
-    )
-)
-_MESSAGE_UPDATE = (
-    update(_MT)
-    .where(_MT.c.id == bindparam("b_id"))
-    .values(
-        status=bindparam("b_status"),
-        error_code=bindparam("b_error"),
-        updated_at=bindparam("b_now"),
-    )
-)
-
-
-class _Batch:
-    """The messages and parts one batch touches, and the callbacks its changes make."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-        self.messages: dict[int, _Message] = {}
-        self.services: dict[int, tuple[str, str]] = {}  # id: (DLR URL, method), with a URL
-        self.events: list[NewEvent] = []
-        self._by_message_id: dict[tuple[str, str], _Part] = {}
-        self._changed_parts: list[_Part] = []
-
-    def part(self, operator_id: str, operator_message_id: str) -> _Part | None:
-        return self._by_message_id.get((operator_id, operator_message_id))
-
-    async def load_parts(
-        self, connection: AsyncConnection, keys: Iterable[tuple[str, str]]
-    ) -> None:
-        """The parts these (operator, operator message id) name, with their messages, all the
-        other parts of their multipart messages, and their services' DLR URLs."""
-        by_operator: dict[str, list[str]] = {}
-        for operator_id, message_id in keys:
-            by_operator.setdefault(operator_id, []).append(message_id)
-        width = len(_PART_COLUMNS)
-        for operator_id, message_ids in by_operator.items():
-            for start in range(0, len(message_ids), _CHUNK):
-                rows = await connection.execute(
-                    select(*_PART_COLUMNS, *_MESSAGE_COLUMNS)
-                    .join(_MT, _MT.c.id == _PARTS.c.mt_id)
-                    .where(
-                        _PARTS.c.operator_id == operator_id,
-                        _PARTS.c.operator_message_id.in_(message_ids[start : start + _CHUNK]),
-                    )
-                    .order_by(_PARTS.c.id)
-                )
-                for row in rows:
-                    mt = self.messages.get(row[1])
-                    if mt is None:
-                        mt = self.messages[row[1]] = _Message(*row[width:])
-                    part = mt.rows.get(row[2])
-                    if part is None:
-                        part = mt.rows[row[2]] = _Part(*row[:width])
-                    # Ids are the SMSC's and should be unique; if not, the latest part wins.
-                    self._by_message_id[(operator_id, row[3])] = part
-        multipart = [mt.id for mt in self.messages.values() if mt.parts > len(mt.rows)]
-        for start in range(0, len(multipart), _CHUNK):
-            rows = await connection.execute(
-                select(*_PART_COLUMNS).where(_PARTS.c.mt_id.in_(multipart[start : start + _CHUNK]))
-            )
-            for row in rows:
-                self.messages[row[1]].rows.setdefault(row[2], _Part(*row[:width]))
-        await self.load_services(
-            connection, {mt.service_id for mt in self.messages.values() if mt.service_id}
-        )
-
-    async def load_messages(
-        self, connection: AsyncConnection, mt_ids: list[int], service_ids: list[int]
-    ) -> None:
-        """These MTs of these services, with every row of their parts."""
-        width = len(_MESSAGE_COLUMNS)
-        for start in range(0, len(mt_ids), _CHUNK):
-            rows = await connection.execute(
-                select(*_MESSAGE_COLUMNS, *_PART_COLUMNS)
-                .outerjoin(_PARTS, _PARTS.c.mt_id == _MT.c.id)
-                .where(
-                    _MT.c.id.in_(mt_ids[start : start + _CHUNK]),
-                    _MT.c.service_id.in_(service_ids),
-                )
-            )
-            for row in rows:
-                mt = self.messages.get(row[0])
-                if mt is None:
-                    mt = self.messages[row[0]] = _Message(*row[:width])
-                if row[width] is not None:
-                    mt.rows[row[width + 2]] = _Part(*row[width:])
-
-    async def load_services(self, connection: AsyncConnection, service_ids: set[int]) -> None:
-        wanted = sorted(service_ids - set(self.services))
-        for start in range(0, len(wanted), _CHUNK):
-            rows = await connection.execute(
-                select(
-                    _SERVICES.c.id,
-                    _SERVICES.c.callback_urls,
-                    _SERVICES.c.settings,
-                    _SERVICES.c.callback_method,
-                ).where(_SERVICES.c.id.in_(wanted[start : start + _CHUNK]))
-            )
-            for service_id, callback_urls, settings, method in rows:
-                url = (callback_urls or {}).get("dlr") or (settings or {}).get("dlr_url")
-                if url:
-                    self.services[service_id] = (str(url), method)
-
-    def apply(self, part: _Part, state: str, error_code: str) -> None:
-        """One receipt's change: a final or equal state never moves a part back."""
-        if is_final(part.status) or part.status == state:
-            return
-        part.status = state
-        part.error_code = error_code
-        if is_final(state):
-            part.done_at = self.now
-        if not part.changed:
-            part.changed = True
-            self._changed_parts.append(part)
-        mt = self.messages[part.mt_id]
-        whole = mt.whole_state()
-        whole_changed = whole != mt.status
-        mt.status = whole
-        mt.changed = True
-        if error_code:
-            mt.error_code = error_code
-        # A one-part message gets one callback per change (scope=message); a multipart one
-        # gets one per part and change (scope=part) and one more when the whole moves.
-        if mt.parts > 1:
-            self.callback(mt, _part_fields(mt, part, self.now))
-        if mt.parts == 1 or whole_changed:
-            self.callback(mt, _message_fields(mt, mt.sorted_rows(), self.now))
-
-    def callback(self, mt: _Message, fields: dict[str, str]) -> None:
-        if mt.merchant_id is None or mt.service_id is None:
-            return
-        service = self.services.get(mt.service_id)
-        if service is None:
-            return
-        url, method = service
-        self.events.append(NewEvent(mt.merchant_id, mt.service_id, DLR_EVENT, url, fields, method))
-
-    async def write(self, session: AsyncSession, connection: AsyncConnection) -> None:
-        now = self.now
-        if self._changed_parts:
-            await connection.execute(
-                _PART_UPDATE,
-                [
-                    {
-                        "b_id": part.id,
-                        "b_status": part.status,
-                        "b_error": part.error_code,
-                        "b_done": part.done_at,
-                    }
-                    for part in self._changed_parts
-                ],
-            )
-        changed = [mt for mt in self.messages.values() if mt.changed]
-        if changed:
-            await connection.execute(
-                _MESSAGE_UPDATE,
-                [
-                    {"b_id": mt.id, "b_status": mt.status, "b_error": mt.error_code, "b_now": now}
-                    for mt in changed
-                ],
-            )
-        await emit_many(session, self.events, now=now)
-
-
-# --- callback fields (docs/bulk.md, "DLR callbacks") -----------------------------------------
-
-
-def _common_fields(mt: _Message, now: datetime) -> dict[str, str]:
-    return {
-        "id": str(mt.id),
-        "user_id": str(mt.merchant_id),
-        "service_id": str(mt.service_id),
-        "msisdn": mt.msisdn,
-        "parts": str(mt.parts),
-        "created_at": mt.created_at.isoformat(),
-        "status_at": now.isoformat(),
-    }
-
-
-def _part_fields(mt: _Message, part: _Part, now: datetime) -> dict[str, str]:
-    return {
-        **_common_fields(mt, now),
-        "scope": "part",
-        "part": str(part.part_no),
-        "status": callback_status(part.status),
-        "error_code": part.error_code,
-        "operator_message_id": part.operator_message_id or "",
-        "submitted_at": _iso(part.submitted_at),
-        "done_at": _iso(part.done_at),
-    }
-
-
-def _message_fields(mt: _Message, parts: Sequence[_Part], now: datetime) -> dict[str, str]:
-    submitted = [p.submitted_at for p in parts if p.submitted_at is not None]
-    done = [p.done_at for p in parts if p.done_at is not None]
-    only = parts[0] if mt.parts == 1 and len(parts) == 1 else None
-    return {
-        **_common_fields(mt, now),
-        "scope": "message",
-        "part": str(only.part_no) if only is not None else "",
-        "status": callback_status(mt.status),
-        "error_code": mt.error_code,
-        "operator_message_id": (only.operator_message_id or "") if only is not None else "",
-        "submitted_at": _iso(min(submitted) if submitted else None),
-        "done_at": _iso(max(done) if done and is_final(mt.status) else None),
-    }
-
-
-def _iso(moment: datetime | None) -> str:
-    return moment.isoformat() if moment is not None else ""
+__all__ = [
+    "DLR_EVENT",
+    "IncomingReceipt",
+    "ReceiptOutcome",
+    "apply_early_receipts",
+    "attach_operator_message_id",
+    "callback_status",
+    "notify_submit_outcomes",
+    "receive_receipt",
+    "receive_receipts",
+]

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.store.jobs import enqueue, enqueue_many
 from smsgate.store.models import Service, WebhookAttempt, WebhookEvent
+from smsgate.store.row_sets import insert_rows
 
 DELIVER_KIND: Final = "webhook.deliver"
 _EVENTS = cast(Table, WebhookEvent.__table__)
@@ -117,9 +118,8 @@ async def emit_many(
                 "created_at": now,
             }
         )
-    # Core on the connection: the ORM's bulk insert costs more per row than the database.
-    connection = await session.connection()
-    await connection.execute(insert(_EVENTS), rows)
+    # One JSON parameter, not executemany: see store/row_sets.py.
+    await insert_rows(await session.connection(), _EVENTS, rows, columns=_EVENT_COLUMNS)
     enqueued_at = now.isoformat()
     await enqueue_many(
         session,
@@ -129,6 +129,20 @@ async def emit_many(
         max_attempts=DELIVERY_MAX_ATTEMPTS,
     )
     return ids
+
+
+_EVENT_COLUMNS: Final = (
+    "id",
+    "merchant_id",
+    "service_id",
+    "event_type",
+    "url",
+    "method",
+    "payload",
+    "status",
+    "attempts",
+    "created_at",
+)
 
 
 async def resend(session: AsyncSession, event_id: str, now: datetime) -> int:

@@ -30,9 +30,9 @@ import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, cast
 
-from sqlalchemy import and_, bindparam, delete, event, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from smsgate.domain.backoff import DEFAULT_RETRY, RetryPolicy
 from smsgate.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
 from smsgate.store.models import Job
+from smsgate.store.row_sets import insert_rows
 
 QUEUED: Final = "queued"
 RUNNING: Final = "running"
@@ -164,11 +165,25 @@ async def enqueue_many(
         }
         for payload in payloads
     ]
-    # Core on the connection: the ORM's bulk insert costs more per row than the database.
-    connection = await session.connection()
-    await connection.execute(_insert(session), rows)
+    # One JSON parameter, not executemany: see store/row_sets.py.
+    await insert_rows(await session.connection(), _JOBS, rows, columns=_JOB_COLUMNS)
     _wake_after_commit(session)
     return len(rows)
+
+
+_JOBS = cast(Table, Job.__table__)
+_JOB_COLUMNS: Final = (
+    "kind",
+    "payload",
+    "status",
+    "run_at",
+    "attempts",
+    "max_attempts",
+    "last_error",
+    "dedupe_key",
+    "created_at",
+    "updated_at",
+)
 
 
 def _insert(session: AsyncSession) -> Any:
