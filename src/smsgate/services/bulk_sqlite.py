@@ -174,9 +174,12 @@ class SqliteBatches:
         self, requests: Sequence[BulkRequest], nows: Sequence[datetime]
     ) -> list[SendResult]:
         db = self._db[0] if self._db else self._connect()
+        # Numbers and texts are parsed before the write lock is taken: other writers (the
+        # operator links, a campaign) wait for it meanwhile.
+        batch = BatchDecision(requests, nows)
         db.execute("BEGIN IMMEDIATE")
         try:
-            results = _accept(db, BatchDecision(requests, nows))
+            results = _accept(db, batch)
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
