@@ -132,13 +132,14 @@ class PostgresBatches:
     async def accept(
         self, requests: Sequence[BulkRequest], nows: Sequence[datetime]
     ) -> list[SendResult]:
+        batch = BatchDecision(requests, nows)  # parsed before any row is locked
         if self._held is None:
             self._held = await self._engine.connect()
         raw = await self._held.get_raw_connection()
         connection: asyncpg.Connection = raw.driver_connection
         try:
             async with connection.transaction():
-                return await _accept(connection, BatchDecision(requests, nows))
+                return await _accept(connection, batch)
         except BaseException:
             await self.release()  # a broken connection is not kept
             raise
