@@ -7,9 +7,9 @@ in as arrays, through ``= ANY`` and ``unnest``), which asyncpg prepares once per
 The writer keeps its connection while batches follow one another, so a checkout (and the
 pool's pre-ping, three round trips) is paid once per burst, not per batch.
 
-A batch is five to eight round trips whatever its size: BEGIN, the reads (services, opt-outs,
-idempotency keys, routing), the locks it needs (counters, send marks, merchants), one
-statement for every write, COMMIT.
+A batch is four to seven round trips whatever its size: BEGIN, one statement for every read
+(services, opt-outs, idempotency keys, routing), the locks it needs (counters, send marks,
+merchants), one statement for every write, COMMIT.
 """
 
 from __future__ import annotations
@@ -31,27 +31,25 @@ from smsgate.store.ledger import merchant_account
 
 __all__ = ["PostgresBatches"]
 
-_SERVICES: Final = (
-    "SELECT s.id, s.type, s.merchant_id, s.status, s.ip_allowlist, s.settings, m.status, "
-    "m.currency, m.timezone FROM services AS s JOIN merchants AS m ON m.id = s.merchant_id "
-    "WHERE s.id = ANY($1::bigint[])"
-)
-_OPTED_OUT: Final = (
-    "SELECT o.service_id, o.msisdn FROM opt_outs AS o "
-    "JOIN unnest($1::bigint[], $2::text[]) AS w(service_id, msisdn) "
-    "ON o.service_id = w.service_id AND o.msisdn = w.msisdn"
-)
-_EARLIER: Final = (
-    "SELECT t.id, t.service_id, t.idempotency_key, t.msisdn, t.parts, t.encoding, "
-    "t.cost_minor, t.currency, t.operator_id FROM mt_messages AS t "
-    "JOIN unnest($1::bigint[], $2::text[]) AS w(service_id, idempotency_key) "
-    "ON t.service_id = w.service_id AND t.idempotency_key = w.idempotency_key"
-)
-# The routes of enabled operators (kind 'r') and the enabled operators (kind 'o').
-_ROUTING: Final = (
-    "SELECT 'r', r.country, r.operator_id, r.priority FROM routes AS r "
-    "JOIN operators AS o ON o.id = r.operator_id WHERE o.enabled "
-    "UNION ALL SELECT 'o', country, id, 0 FROM operators WHERE enabled"
+# What the checks read, in one round trip: the services with their merchants, the recipients
+# on an opt-out list, the messages already sent under the batch's idempotency keys, the routes
+# of enabled operators and the enabled operators; each a JSON array of rows.
+_READ: Final = (
+    "SELECT"
+    " (SELECT json_agg(json_build_array(s.id, s.type, s.merchant_id, s.status,"
+    " s.ip_allowlist, s.settings, m.status, m.currency, m.timezone))"
+    " FROM services AS s JOIN merchants AS m ON m.id = s.merchant_id"
+    " WHERE s.id = ANY($1::bigint[])),"
+    " (SELECT json_agg(json_build_array(o.service_id, o.msisdn)) FROM opt_outs AS o"
+    " JOIN unnest($2::bigint[], $3::text[]) AS w(service_id, msisdn)"
+    " ON o.service_id = w.service_id AND o.msisdn = w.msisdn),"
+    " (SELECT json_agg(json_build_array(t.id, t.service_id, t.idempotency_key, t.msisdn,"
+    " t.parts, t.encoding, t.cost_minor, t.currency, t.operator_id)) FROM mt_messages AS t"
+    " JOIN unnest($4::bigint[], $5::text[]) AS w(service_id, idempotency_key)"
+    " ON t.service_id = w.service_id AND t.idempotency_key = w.idempotency_key),"
+    " (SELECT json_agg(json_build_array(r.country, r.operator_id, r.priority))"
+    " FROM routes AS r JOIN operators AS o ON o.id = r.operator_id WHERE o.enabled),"
+    " (SELECT json_agg(json_build_array(id, country)) FROM operators WHERE enabled)"
 )
 _LOCK_COUNTERS: Final = (
     'INSERT INTO quota_counters (service_id, "window", count) '
@@ -122,6 +120,15 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
+def _rows(value: Any) -> list[list[Any]]:
+    """A ``json_agg`` column: decoded already by the codec SQLAlchemy's dialect sets on its
+    connections, text on a connection without it, NULL when no row matched."""
+    if value is None:
+        return []
+    rows: list[list[Any]] = json.loads(value) if isinstance(value, str) else value
+    return rows
+
+
 class PostgresBatches:
     """This process's bulk batches on one PostgreSQL database, one after another."""
 
@@ -152,6 +159,15 @@ class PostgresBatches:
 
 
 async def _accept(db: asyncpg.Connection, batch: BatchDecision) -> list[SendResult]:
+    found = await db.fetchrow(
+        _READ,
+        batch.service_ids(),
+        *_columns(batch.recipients(), 2),
+        *_columns(batch.idempotency_keys(), 2),
+    )
+    services_found, opted_found, earlier_found, routes_found, operators_found = (
+        _rows(value) for value in found
+    )
     services = {
         row[0]: ServiceView.of(
             kind=row[1],
@@ -163,25 +179,17 @@ async def _accept(db: asyncpg.Connection, batch: BatchDecision) -> list[SendResu
             currency=row[7],
             timezone=row[8],
         )
-        for row in await db.fetch(_SERVICES, batch.service_ids())
+        for row in services_found
     }
-    opted_out: set[tuple[int, str]] = set()
-    if pairs := batch.recipients():
-        found = await db.fetch(_OPTED_OUT, *_columns(pairs, 2))
-        opted_out = {(row[0], row[1]) for row in found}
-    earlier: dict[tuple[int, str], Accepted] = {}
-    if keys := batch.idempotency_keys():
-        for row in await db.fetch(_EARLIER, *_columns(keys, 2)):
-            earlier[(row[1], row[2])] = Accepted(
-                row[0], row[3], row[4], row[5], row[6], row[7], row[8], duplicate=True
-            )
-    routes: list[RouteRow] = []
-    operators: list[tuple[str, str]] = []
-    for kind, country, operator_id, priority in await db.fetch(_ROUTING):
-        if kind == "r":
-            routes.append(RouteRow(country, operator_id, priority))
-        else:
-            operators.append((operator_id, country))
+    opted_out = {(row[0], row[1]) for row in opted_found}
+    earlier = {
+        (row[1], row[2]): Accepted(
+            row[0], row[3], row[4], row[5], row[6], row[7], row[8], duplicate=True
+        )
+        for row in earlier_found
+    }
+    routes = [RouteRow(*row) for row in routes_found]
+    operators = [(row[0], row[1]) for row in operators_found]
     batch.check(services, opted_out, earlier, routes, operators)
 
     counters: dict[tuple[int, str], int] = {}
