@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,7 +37,7 @@ from smsgate.links.incoming import IncomingMoPart
 from smsgate.services.mo import IncomingMo, MoHandler, MoOutcome, receive_mo, receive_mos
 from smsgate.store.conflicts import insert_if_absent
 from smsgate.store.models import MoFragment, MoUnconfirmedAck
-from smsgate.store.row_sets import insert_rows
+from smsgate.store.row_sets import execute, insert_rows, stored_time
 
 _FRAGMENT_KEY: Final = ("operator_id", "msisdn", "short_number", "ref", "total", "seq")
 _counter = itertools.count(1)
@@ -144,18 +145,25 @@ async def _earlier_guards(
     """Whether any of ``mos`` matches a guard of another connection: a redelivery."""
     if not mos:
         return False
-    connection_id = mos[0].connection_id
-    found = await session.execute(
-        select(MoUnconfirmedAck.id)
-        .where(
-            MoUnconfirmedAck.operator_id == operator_id,
-            MoUnconfirmedAck.fingerprint.in_({mo.part.fingerprint for mo in mos}),
-            MoUnconfirmedAck.connection_id != connection_id,
-            MoUnconfirmedAck.received_at >= since,
-        )
-        .limit(1)
+    connection = await session.connection()
+    dialect = connection.dialect
+    sql = _EARLIER_SQLITE if dialect.name == "sqlite" else _EARLIER_POSTGRESQL
+    fingerprints = json.dumps(sorted({mo.part.fingerprint for mo in mos}))
+    since_stored = stored_time(dialect, since)
+    found = await execute(
+        connection, sql, (operator_id, mos[0].connection_id, since_stored, fingerprints)
     )
-    return found.first() is not None
+    return bool(found)
+
+
+_EARLIER: Final = (
+    "SELECT id FROM mo_unconfirmed_acks WHERE operator_id = {} AND connection_id != {} "
+    "AND received_at >= {} AND fingerprint IN ({}) LIMIT 1"
+)
+_EARLIER_SQLITE: Final = _EARLIER.format("?", "?", "?", "SELECT value FROM json_each(?)")
+_EARLIER_POSTGRESQL: Final = _EARLIER.format(
+    "$1", "$2", "$3", "SELECT json_array_elements_text($4::json)"
+)
 
 
 def _smsc_message_id(smsc_id: str) -> str:

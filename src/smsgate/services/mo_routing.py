@@ -7,15 +7,15 @@ is seen by it, in every process, without a cache to invalidate.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, NamedTuple
 
-from sqlalchemy import select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsgate.domain import routing
-from smsgate.store.models import Merchant, Service, ServiceShortNumber, ShortNumber
+from smsgate.store.row_sets import execute
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +63,9 @@ async def load_short_numbers(
     wanted = sorted(set(numbers))
     if not wanted:
         return {}
-    rows = await connection.execute(
-        _QUERY.where(tuple_(ShortNumber.operator_id, ShortNumber.number).in_(wanted))
-    )
-    found: dict[tuple[str, str], tuple[Any, list[ServiceView]]] = {}
+    sql = _QUERY_SQLITE if connection.dialect.name == "sqlite" else _QUERY_POSTGRESQL
+    rows = [_Row(*row) for row in await execute(connection, sql, (json.dumps(wanted),))]
+    found: dict[tuple[str, str], tuple[_Row, list[ServiceView]]] = {}
     for row in rows:
         _, services = found.setdefault((row.operator_id, row.number), (row, []))
         if row.service_id is not None:
@@ -77,7 +76,7 @@ async def load_short_numbers(
                     type=row.type,
                     keyword=row.keyword,
                     status=row.status,
-                    settings=row.settings or {},
+                    settings=_json(row.settings),
                     merchant_currency=row.merchant_currency or "",
                     merchant_timezone=row.timezone or "UTC",
                 )
@@ -85,7 +84,33 @@ async def load_short_numbers(
     return {key: _view(row, services) for key, (row, services) in found.items()}
 
 
-def _view(row: Any, services: list[ServiceView]) -> ShortNumberView:
+class _Row(NamedTuple):
+    id: int
+    operator_id: str
+    number: str
+    price_minor: int
+    currency: str
+    operator_share_bp: int
+    merchant_share_bp: int
+    default_reply: str | None
+    service_id: int | None
+    merchant_id: int
+    type: str
+    keyword: str
+    status: str
+    settings: Any
+    merchant_currency: str | None
+    timezone: str | None
+
+
+def _json(value: Any) -> dict[str, Any]:
+    # Driver SQL gives a JSON column as the driver reads it: text on SQLite.
+    if isinstance(value, str):
+        value = json.loads(value)
+    return value if isinstance(value, dict) else {}
+
+
+def _view(row: _Row, services: list[ServiceView]) -> ShortNumberView:
     return ShortNumberView(
         id=row.id,
         operator_id=row.operator_id,
@@ -102,28 +127,23 @@ def _view(row: Any, services: list[ServiceView]) -> ShortNumberView:
     )
 
 
-_QUERY = (
-    select(
-        ShortNumber.id,
-        ShortNumber.operator_id,
-        ShortNumber.number,
-        ShortNumber.price_minor,
-        ShortNumber.currency,
-        ShortNumber.operator_share_bp,
-        ShortNumber.merchant_share_bp,
-        ShortNumber.default_reply,
-        Service.id.label("service_id"),
-        Service.merchant_id,
-        Service.type,
-        Service.keyword,
-        Service.status,
-        Service.settings,
-        Merchant.currency.label("merchant_currency"),
-        Merchant.timezone,
-    )
-    .select_from(ShortNumber)
-    .outerjoin(ServiceShortNumber, ServiceShortNumber.short_number_id == ShortNumber.id)
-    .outerjoin(Service, Service.id == ServiceShortNumber.service_id)
-    .outerjoin(Merchant, Merchant.id == Service.merchant_id)
-    .order_by(ShortNumber.id, Service.id)
+_SELECT: Final = (
+    "SELECT sn.id, sn.operator_id, sn.number, sn.price_minor, sn.currency, "
+    "sn.operator_share_bp, sn.merchant_share_bp, sn.default_reply, s.id, s.merchant_id, s.type, "
+    "s.keyword, s.status, s.settings, m.currency, m.timezone "
+    "FROM short_numbers AS sn "
+    "LEFT JOIN service_short_numbers AS ssn ON ssn.short_number_id = sn.id "
+    "LEFT JOIN services AS s ON s.id = ssn.service_id "
+    "LEFT JOIN merchants AS m ON m.id = s.merchant_id "
+    "WHERE (sn.operator_id, sn.number) IN "
+)
+# The wanted (operator, number) pairs are one JSON parameter: [[operator, number], ...].
+# (Constants joined: nothing from outside is spliced into the SQL.)
+_QUERY_SQLITE: Final = (
+    _SELECT + "(SELECT value ->> 0, value ->> 1 FROM json_each(?)) ORDER BY sn.id, s.id"  # noqa: S608
+)
+_QUERY_POSTGRESQL: Final = (
+    _SELECT  # noqa: S608
+    + "(SELECT pair ->> 0, pair ->> 1 FROM json_array_elements($1::json) AS pair) "
+    "ORDER BY sn.id, s.id"
 )

@@ -8,6 +8,11 @@ binds one row at a time, taking the GIL back between rows (see ``links/sqlite_ba
 One JSON parameter is bound once and walked in C. The statements are built once per table
 and shape and sent as driver SQL, so SQLAlchemy compiles nothing per call.
 
+On SQLite each statement is also one hand-over to aiosqlite's thread instead of about four
+(cursor, execute, fetch, close each queue a call there and wait for the GIL to come back):
+:func:`execute` runs the statement and fetches its rows in one call, on the connection of the
+caller's transaction.
+
 Values are Python values as the ORM would take them: datetimes aware (stored as the
 ``UTCDateTime`` columns store them), JSON columns as dicts or lists. Every function runs in
 the caller's transaction.
@@ -27,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsgate.store.types import UTCDateTime
 
-__all__ = ["insert_rows", "update_rows"]
+__all__ = ["execute", "insert_rows", "stored_time", "update_rows"]
 
 
 async def insert_rows(
@@ -46,8 +51,7 @@ async def insert_rows(
         return []
     dialect = connection.dialect
     sql = _insert_sql(dialect, table, tuple(columns), tuple(conflict), tuple(returning))
-    result = await connection.exec_driver_sql(sql, (_payload(dialect, table, columns, rows),))
-    return [tuple(row) for row in result.all()] if returning else []
+    return await execute(connection, sql, (_payload(dialect, table, columns, rows),))
 
 
 async def update_rows(
@@ -63,7 +67,43 @@ async def update_rows(
         return
     dialect = connection.dialect
     sql = _update_sql(dialect, table, key, tuple(columns))
-    await connection.exec_driver_sql(sql, (_payload(dialect, table, [key, *columns], rows),))
+    await execute(connection, sql, (_payload(dialect, table, [key, *columns], rows),))
+
+
+async def execute(
+    connection: AsyncConnection, sql: str, parameters: Sequence[Any]
+) -> list[tuple[Any, ...]]:
+    """Run driver SQL (``?`` placeholders on SQLite, ``$n`` on PostgreSQL) in the caller's
+    transaction; return every row it gives. Values come back as the driver gives them."""
+    if connection.dialect.name == "sqlite":
+        raw = await connection.get_raw_connection()
+        driver = raw.driver_connection
+        # aiosqlite's queue of calls for its thread and its sqlite3 connection (SQLAlchemy's
+        # aiosqlite adapter uses the same two); without them, the ordinary path below.
+        call_in_thread = getattr(driver, "_execute", None)
+        sqlite_connection = getattr(driver, "_connection", None)
+        if call_in_thread is not None and sqlite_connection is not None:
+            rows: list[tuple[Any, ...]] = await call_in_thread(
+                _fetch_all, sqlite_connection, sql, tuple(parameters)
+            )
+            return rows
+    result = await connection.exec_driver_sql(sql, tuple(parameters))
+    return [tuple(row) for row in result.all()] if result.returns_rows else []
+
+
+def _fetch_all(connection: Any, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+    cursor = connection.execute(sql, parameters)
+    try:
+        return [tuple(row) for row in cursor.fetchall()]
+    finally:
+        cursor.close()
+
+
+def stored_time(dialect: Dialect, value: datetime) -> Any:
+    """``value`` as a driver SQL parameter compared with ``UTCDateTime`` columns."""
+    if dialect.name == "sqlite":
+        return _time_storer(dialect)(value)
+    return value
 
 
 def _payload(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.domain.money import Split, split_gross
@@ -22,7 +22,7 @@ from smsgate.store.ledger.accounts import (
 )
 from smsgate.store.ledger.entries import Entry, post_entries
 from smsgate.store.models import LedgerEntry, Merchant
-from smsgate.store.row_sets import insert_rows
+from smsgate.store.row_sets import execute, insert_rows
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,17 +156,10 @@ async def book_mo_revenues(session: AsyncSession, sales: Sequence[MoSale], *, no
             if currency != row["currency"]:
                 raise CurrencyMismatch(owner, currency, row["currency"])
             moved[owner] = (currency, total + row["amount_minor"])
+    sql = _MOVE_SQLITE if connection.dialect.name == "sqlite" else _MOVE_POSTGRESQL
     for merchant_id in sorted(moved):
         currency, amount = moved[merchant_id]
-        booked = (
-            await connection.execute(
-                update(_MERCHANTS)
-                .where(_MERCHANTS.c.id == merchant_id, _MERCHANTS.c.currency == currency)
-                .values(balance_minor=_MERCHANTS.c.balance_minor + amount)
-                .returning(_MERCHANTS.c.id)
-            )
-        ).first()
-        if booked is None:
+        if not await execute(connection, sql, (amount, merchant_id, currency)):
             kept = await session.scalar(select(Merchant.currency).where(Merchant.id == merchant_id))
             if kept is None:
                 raise UnknownMerchant(merchant_id)
@@ -174,7 +167,12 @@ async def book_mo_revenues(session: AsyncSession, sales: Sequence[MoSale], *, no
     return sum(1 for key in created if key[1] == "mo_revenue")
 
 
-_MERCHANTS: Final = cast(Table, Merchant.__table__)
+_MOVE: Final = (
+    "UPDATE merchants SET balance_minor = balance_minor + {} WHERE id = {} AND currency = {} "
+    "RETURNING id"
+)
+_MOVE_SQLITE: Final = _MOVE.format("?", "?", "?")
+_MOVE_POSTGRESQL: Final = _MOVE.format("$1", "$2", "$3")
 
 
 async def _check_repeated(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
