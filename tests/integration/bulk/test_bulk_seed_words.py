@@ -97,6 +97,25 @@ async def test_post_form_body_is_accepted(runtime: Runtime, client: httpx2.Async
     assert await send(client, "POST", extended="yes") == f"MSG_OK:{1}"
 
 
+async def test_multipart_form_body_is_accepted(
+    runtime: Runtime, client: httpx2.AsyncClient
+) -> None:
+    await setup(runtime)
+    fields = {"user_id": "1", "service_id": str(SERVICE_ID), "msisdn": BG_NUMBER, "text": "Hi"}
+    response = await client.post(URL, files={k: (None, v) for k, v in fields.items()})
+    assert response.text == "MSG_OK"
+    assert await count_mts(runtime) == 1
+
+
+async def test_requests_are_measured_under_their_route(
+    runtime: Runtime, client: httpx2.AsyncClient
+) -> None:
+    await setup(runtime)
+    await send(client)
+    metrics = (await client.get("/metrics")).text
+    assert 'route="/users/send_bulk.php"' in metrics
+
+
 @pytest.mark.parametrize(
     "given",
     [
