@@ -3,7 +3,8 @@
 The worker runs in this process (its CPU is this process's CPU time while it delivers); the
 merchant's receiver runs in a subprocess (a minimal HTTP/1.1 keep-alive server that answers
 200, or 500 for ``--fail-ratio`` of the requests), so its CPU is not counted. The callbacks
-are queued before the clock starts; the run ends when none is queued or running.
+are queued before the clock starts; the run ends when none is due or running (callbacks the
+receiver refused wait for their retry: the run measures every callback's first attempt).
 
 ``--client`` measures the HTTP client alone instead: the same signed requests sent through
 the worker's connections (``CallbackConnections``), ``--concurrency`` at a time to the one
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import asyncpg
 import psutil
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 
 from smsgate.config import Settings
 from smsgate.domain.signing import new_signing_secret
@@ -191,8 +192,11 @@ async def queue_callbacks(runtime: Runtime, url: str, count: int) -> None:
 
 
 async def _unfinished(runtime: Runtime) -> int:
+    """Deliveries due or under way; failed ones waiting for their retry do not count (the run
+    measures the first attempt of every callback)."""
+    due = and_(Job.status == jobs.QUEUED, Job.run_at <= datetime.now(UTC))
     async with runtime.sessions() as session:
-        statement = select(func.count()).where(Job.status.in_((jobs.QUEUED, jobs.RUNNING)))
+        statement = select(func.count()).where(or_(Job.status == jobs.RUNNING, due))
         return int((await session.execute(statement)).scalar_one())
 
 
