@@ -206,6 +206,7 @@ class Worker:
             batched = await self._claim(self._batch_handlers.keys(), self._batch_size)
             if not single and not batched:
                 break
+            self._batched += len(batched)
             await asyncio.gather(
                 *(self._execute(job) for job in single),
                 *(self._execute_batch(jobs) for jobs in _by_kind(batched)),
@@ -220,6 +221,7 @@ class Worker:
     # --- batches -----------------------------------------------------------------------------
 
     def _start_batch(self, claimed: list[ClaimedJob]) -> None:
+        self._batched += len(claimed)  # now, not when the task starts: the next claim counts it
         task = asyncio.create_task(self._execute_batch(claimed), name=f"batch-{claimed[0].id}")
         self._batch_tasks.add(task)
         task.add_done_callback(self._batch_done)
@@ -231,7 +233,6 @@ class Worker:
 
     async def _execute_batch(self, claimed: list[ClaimedJob]) -> None:
         kind = claimed[0].kind
-        self._batched += len(claimed)
         batch = Batch(
             self._runtime,
             claimed,

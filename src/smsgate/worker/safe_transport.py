@@ -103,6 +103,7 @@ class _Origin:
         self.slots = asyncio.Semaphore(limit)
         self.idle: list[httpcore2.AsyncHTTP11Connection] = []
         self.last_used = time.monotonic()
+        self.users = 0  # requests sending or waiting for a slot
 
 
 class CallbackConnections:
@@ -155,31 +156,35 @@ class CallbackConnections:
         origin = self._origins.get(key)
         if origin is None:
             origin = self._origins[key] = _Origin(self._per_origin)
-        async with origin.slots:
-            origin.last_used = time.monotonic()
-            if on_start is not None:
-                on_start()
-            async with asyncio.timeout(timeout_seconds):
-                connection = self._idle_connection(origin)
-                if connection is None:
-                    connection = await self._connect(url.origin)
-                try:
-                    response = await connection.handle_async_request(request)
-                    body = bytearray()
+        origin.users += 1
+        try:
+            async with origin.slots:
+                origin.last_used = time.monotonic()
+                if on_start is not None:
+                    on_start()
+                async with asyncio.timeout(timeout_seconds):
+                    connection = self._idle_connection(origin)
+                    if connection is None:
+                        connection = await self._connect(url.origin)
                     try:
-                        async for chunk in response.stream:  # type: ignore[union-attr]
-                            body += chunk
-                            if len(body) >= limit:
-                                break  # the rest is dropped with the connection
-                    finally:
-                        await response.aclose()
-                except BaseException:
+                        response = await connection.handle_async_request(request)
+                        body = bytearray()
+                        try:
+                            async for chunk in response.stream:  # type: ignore[union-attr]
+                                body += chunk
+                                if len(body) >= limit:
+                                    break  # the rest is dropped with the connection
+                        finally:
+                            await response.aclose()
+                    except BaseException:
+                        await connection.aclose()
+                        raise
+                if connection.is_idle():
+                    origin.idle.append(connection)
+                else:
                     await connection.aclose()
-                    raise
-            if connection.is_idle():
-                origin.idle.append(connection)
-            else:
-                await connection.aclose()
+        finally:
+            origin.users -= 1
         self._sweep_now_and_then()
         return Answer(status=response.status, body=bytes(body))
 
@@ -229,7 +234,7 @@ class CallbackConnections:
                     kept.append(connection)
             origin.idle = kept
             unused = now - origin.last_used > self._keepalive
-            if not kept and unused and not origin.slots.locked():
+            if not kept and unused and origin.users == 0:
                 del self._origins[key]
 
     async def aclose(self) -> None:
