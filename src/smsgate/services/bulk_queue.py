@@ -36,7 +36,7 @@ from smsgate.services.bulk_model import BulkRequest, SendResult, count_result
 from smsgate.services.bulk_postgres import PostgresBatches
 from smsgate.services.bulk_sqlite import SqliteBatches
 
-__all__ = ["AcceptQueue", "accept_queue"]
+__all__ = ["AcceptQueue", "BatchStore", "SessionBatches", "accept_queue", "batch_store"]
 
 log = logging.getLogger(__name__)
 
