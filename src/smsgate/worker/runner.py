@@ -72,7 +72,7 @@ class Worker:
     def __init__(
         self,
         runtime: Runtime,
-        handlers: Mapping[str, Handler],
+        handlers: Mapping[str, Handler | BatchHandler],
         *,
         worker_id: str | None = None,
         concurrency: int | None = None,
@@ -90,11 +90,15 @@ class Worker:
         settings = runtime.settings
         self._runtime = runtime
         self._handlers = dict(handlers)
+        # A handler that can take batches gets them (the webhook sender can do both).
         self._batch_handlers: dict[str, BatchHandler] = {}
+        self._single_handlers: dict[str, Handler] = {}
         for kind, handler in handlers.items():
             if isinstance(handler, BatchHandler):
                 self._batch_handlers[kind] = handler
-        self._single_kinds = [kind for kind in handlers if kind not in self._batch_handlers]
+            else:
+                self._single_handlers[kind] = handler
+        self._single_kinds = list(self._single_handlers)
         self.worker_id = worker_id or new_worker_id()
         self._concurrency = concurrency or settings.worker_concurrency
         self._poll_seconds = settings.worker_poll_seconds if poll_seconds is None else poll_seconds
@@ -269,7 +273,7 @@ class Worker:
             self._wake.set()
 
     async def _execute(self, job: ClaimedJob) -> None:
-        handler = self._handlers[job.kind]
+        handler = self._single_handlers[job.kind]
         ctx = JobContext(job=job, runtime=self._runtime)
         heartbeat = asyncio.create_task(self._heartbeat(job))
         error: str | None = None
