@@ -35,7 +35,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m smsgate.worker", description=__doc__)
     parser.add_argument("--database-url", help="overrides SMSGATE_DATABASE_URL")
     parser.add_argument("--worker-id", help="default: host:pid:random")
-    parser.add_argument("--concurrency", type=int)
+    parser.add_argument("--concurrency", type=int, help="jobs of single-job kinds at once")
+    parser.add_argument(
+        "--batch-size", type=int, default=200, help="jobs per batch of batch kinds (webhooks)"
+    )
     parser.add_argument("--poll-seconds", type=float)
     parser.add_argument("--lease-seconds", type=float)
     parser.add_argument("--handlers", action="append", default=[], metavar="MODULE:FUNCTION")
@@ -57,6 +60,7 @@ async def _main(args: argparse.Namespace) -> None:
         handlers,
         worker_id=args.worker_id,
         concurrency=args.concurrency,
+        batch_size=args.batch_size,
         poll_seconds=args.poll_seconds,
         lease_seconds=args.lease_seconds,
     )
