@@ -224,25 +224,12 @@ async def notify_submit_outcomes(
     Call it in the transaction that wrote the outcomes, after writing their ``mt_parts`` and
     before applying receipts that came early (their callbacks follow this one). An MT whose
     state is no longer the link's outcome (a receipt has moved it) is not reported again.
-    MTs of services without a DLR URL cost two small queries per batch and nothing else.
+    MTs of services without a DLR URL cost one query per batch and nothing else.
     Returns the number of callbacks queued.
     """
     connection = await session.connection()
     batch = Batch(now)
-    ids = list(dict.fromkeys(mt_ids))
-    service_ids: set[int] = set()
-    for start in range(0, len(ids), CHUNK):
-        rows = await connection.execute(
-            select(_MT.c.service_id)
-            .where(_MT.c.id.in_(ids[start : start + CHUNK]), _MT.c.service_id.is_not(None))
-            .distinct()
-        )
-        service_ids.update(rows.scalars())
-    await batch.load_services(connection, service_ids)
-    with_url = sorted(batch.services)
-    if not with_url:
-        return 0
-    await batch.load_messages(connection, ids, with_url)
+    await batch.load_messages(connection, list(dict.fromkeys(mt_ids)))
     for mt in sorted(batch.messages.values(), key=lambda mt: mt.id):
         if mt.status not in _SUBMIT_OUTCOMES:
             continue

@@ -137,6 +137,15 @@ _MESSAGE_COLUMNS = (
 )
 
 
+# The service's DLR URL (``callback_urls.dlr``, else ``settings.dlr_url``) and callback method,
+# read in the query of the rows they are for.
+_DLR_URL = func.coalesce(
+    func.nullif(_SERVICES.c.callback_urls["dlr"].as_string(), ""),
+    func.nullif(_SERVICES.c.settings["dlr_url"].as_string(), ""),
+)
+_CALLBACK_COLUMNS = (_DLR_URL, _SERVICES.c.callback_method)
+
+
 class Batch:
     """The messages and parts one batch touches, and the callbacks its changes make."""
 
@@ -154,18 +163,19 @@ class Batch:
     async def load_parts(
         self, connection: AsyncConnection, keys: Iterable[tuple[str, str]]
     ) -> None:
-        """The parts these (operator, operator message id) name, with their messages, all the
-        other parts of their multipart messages, and their services' DLR URLs."""
+        """The parts these (operator, operator message id) name, with their messages, their
+        services' DLR URLs, and all the other parts of their multipart messages."""
         by_operator: dict[str, list[str]] = {}
         for operator_id, message_id in keys:
             by_operator.setdefault(operator_id, []).append(message_id)
-        width = len(_PART_COLUMNS)
+        width, end = len(_PART_COLUMNS), len(_PART_COLUMNS) + len(_MESSAGE_COLUMNS)
         for operator_id, message_ids in by_operator.items():
             for start in range(0, len(message_ids), CHUNK):
                 rows = await fetch_rows(
                     connection,
-                    select(*_PART_COLUMNS, *_MESSAGE_COLUMNS)
+                    select(*_PART_COLUMNS, *_MESSAGE_COLUMNS, *_CALLBACK_COLUMNS)
                     .join(_MT, _MT.c.id == _PARTS.c.mt_id)
+                    .outerjoin(_SERVICES, _SERVICES.c.id == _MT.c.service_id)
                     .where(
                         _PARTS.c.operator_id == operator_id,
                         _PARTS.c.operator_message_id.in_(message_ids[start : start + CHUNK]),
@@ -175,7 +185,8 @@ class Batch:
                 for row in rows:
                     mt = self.messages.get(row[1])
                     if mt is None:
-                        mt = self.messages[row[1]] = MessageRow(*row[width:])
+                        mt = self.messages[row[1]] = MessageRow(*row[width:end])
+                        self._callbacks_to(mt, row[end], row[end + 1])
                     part = mt.rows.get(row[2])
                     if part is None:
                         part = mt.rows[row[2]] = PartRow(*row[:width])
@@ -189,47 +200,29 @@ class Batch:
             )
             for row in rows:
                 self.messages[row[1]].rows.setdefault(row[2], PartRow(*row[:width]))
-        await self.load_services(
-            connection, {mt.service_id for mt in self.messages.values() if mt.service_id}
-        )
 
-    async def load_messages(
-        self, connection: AsyncConnection, mt_ids: list[int], service_ids: list[int]
-    ) -> None:
-        """These MTs of these services, with every row of their parts."""
-        width = len(_MESSAGE_COLUMNS)
+    async def load_messages(self, connection: AsyncConnection, mt_ids: list[int]) -> None:
+        """These MTs, with every row of their parts; only those of services with a DLR URL."""
+        width, end = len(_MESSAGE_COLUMNS), len(_MESSAGE_COLUMNS) + len(_PART_COLUMNS)
         for start in range(0, len(mt_ids), CHUNK):
             rows = await fetch_rows(
                 connection,
-                select(*_MESSAGE_COLUMNS, *_PART_COLUMNS)
+                select(*_MESSAGE_COLUMNS, *_PART_COLUMNS, *_CALLBACK_COLUMNS)
+                .join(_SERVICES, _SERVICES.c.id == _MT.c.service_id)
                 .outerjoin(_PARTS, _PARTS.c.mt_id == _MT.c.id)
-                .where(
-                    _MT.c.id.in_(mt_ids[start : start + CHUNK]),
-                    _MT.c.service_id.in_(service_ids),
-                ),
+                .where(_MT.c.id.in_(mt_ids[start : start + CHUNK]), _DLR_URL.is_not(None)),
             )
             for row in rows:
                 mt = self.messages.get(row[0])
                 if mt is None:
                     mt = self.messages[row[0]] = MessageRow(*row[:width])
+                    self._callbacks_to(mt, row[end], row[end + 1])
                 if row[width] is not None:
-                    mt.rows[row[width + 2]] = PartRow(*row[width:])
+                    mt.rows[row[width + 2]] = PartRow(*row[width:end])
 
-    async def load_services(self, connection: AsyncConnection, service_ids: set[int]) -> None:
-        wanted = sorted(service_ids - set(self.services))
-        for start in range(0, len(wanted), CHUNK):
-            rows = await connection.execute(
-                select(
-                    _SERVICES.c.id,
-                    _SERVICES.c.callback_urls,
-                    _SERVICES.c.settings,
-                    _SERVICES.c.callback_method,
-                ).where(_SERVICES.c.id.in_(wanted[start : start + CHUNK]))
-            )
-            for service_id, callback_urls, settings, method in rows:
-                url = (callback_urls or {}).get("dlr") or (settings or {}).get("dlr_url")
-                if url:
-                    self.services[service_id] = (str(url), method)
+    def _callbacks_to(self, mt: MessageRow, url: str | None, method: str | None) -> None:
+        if mt.service_id is not None and url:
+            self.services[mt.service_id] = (str(url), method or "POST")
 
     def apply(self, part: PartRow, state: str, error_code: str) -> None:
         """One receipt's change: a final or equal state never moves a part back."""

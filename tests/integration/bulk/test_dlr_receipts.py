@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from tests.factories import add_service
 from tests.integration.bulk.bulk_env import (
     MERCHANT_ID,
     SERVICE_ID,
@@ -28,6 +29,7 @@ from smsgate.store.models import DeliveryReport, Job, MtMessage, MtPart, Webhook
 
 OP = "sim-bg"
 QUIET_SERVICE = 202  # a bulk service without a DLR URL
+GET_SERVICE = 203  # its DLR URL in its settings, called with GET
 Sessions = async_sessionmaker[AsyncSession]
 
 
@@ -36,6 +38,14 @@ async def sessions(sessionmaker: Sessions) -> Sessions:
     async with sessionmaker() as session, session.begin():
         await provision(session, operator_id=OP, dlr_url="https://shop.example/dlr", max_parts=3)
         await add_bulk_service(session, QUIET_SERVICE, dlr_url=None)
+        await add_service(
+            session,
+            GET_SERVICE,
+            type="bulk",
+            keyword="",
+            settings={"dlr_url": "https://shop.example/get-dlr"},
+            callback_method="GET",
+        )
     return sessionmaker
 
 
@@ -261,4 +271,21 @@ async def test_submit_outcomes_are_not_reported_again_once_a_receipt_moved_the_m
         (moved, "message", "1", "delivered"),
         (submitted, "message", "1", "accepted"),
         (failed, "message", "", "failed"),
+    ]
+
+
+async def test_the_url_and_method_come_from_each_message_s_service(sessions: Sessions) -> None:
+    by_get = await add_mt(sessions, ["g1"], service_id=GET_SERVICE)
+    by_post = await add_mt(sessions, ["p1"])
+    async with sessions() as session, session.begin():
+        assert await notify_submit_outcomes(session, [by_get, by_post], now=T_START) == 2
+    await receive(sessions, receipt("g1"), receipt("p1"))
+    async with sessions() as session:
+        events = (await session.execute(select(WebhookEvent))).scalars().all()
+    calls = sorted((int(e.payload["id"]), e.payload["status"], e.method, e.url) for e in events)
+    assert calls == [
+        (by_get, "accepted", "GET", "https://shop.example/get-dlr"),
+        (by_get, "delivered", "GET", "https://shop.example/get-dlr"),
+        (by_post, "accepted", "POST", "https://shop.example/dlr"),
+        (by_post, "delivered", "POST", "https://shop.example/dlr"),
     ]
