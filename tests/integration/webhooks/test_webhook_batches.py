@@ -15,7 +15,7 @@ from smsgate.runtime import Runtime
 from smsgate.services import webhooks
 from smsgate.store import jobs
 from smsgate.store.models import Job
-from smsgate.worker import WebhookSender, Worker
+from smsgate.worker import JobContext, WebhookSender, Worker
 
 CALLBACKS = 120
 REFUSED = 30
@@ -189,3 +189,30 @@ async def _slow_receiver() -> _SlowReceiver:
 
 async def _done(runtime: Runtime) -> int:
     return sum(job.status == "done" for job in await _jobs(runtime))
+
+
+async def test_the_sender_also_works_as_a_single_job_handler(
+    runtime: Runtime, receiver: Any, clock: FakeClock
+) -> None:
+    await receiver.listen()
+    (event_id,) = await _emit_many(runtime, receiver.url(), 1)
+    receiver.statuses = [503]
+    sender = WebhookSender(runtime)
+
+    async def one_at_a_time(payload: dict[str, Any], ctx: JobContext) -> None:
+        await sender(payload, ctx)
+
+    worker = Worker(runtime, {webhooks.DELIVER_KIND: one_at_a_time}, rand=lambda: 1.0)
+    try:
+        assert await worker.run_pending() == 1
+        clock.advance(15)
+        assert await worker.run_pending() == 1
+    finally:
+        await sender.aclose()
+    async with runtime.sessions() as session:
+        event = await webhooks.get_event(session, event_id)
+        log = [a.status_code for a in await webhooks.list_attempts(session, event_id)]
+    assert event is not None
+    assert (event.status, event.attempts, log) == ("delivered", 2, [503, 200])
+    ((job_status, attempts),) = {(job.status, job.attempts) for job in await _jobs(runtime)}
+    assert (job_status, attempts) == ("done", 2)
