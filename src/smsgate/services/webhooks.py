@@ -343,7 +343,8 @@ async def record_attempts(session: AsyncSession, outcomes: Sequence[AttemptOutco
     )
     # One row per event (a re-sent event can be delivered twice in one batch): the attempts
     # it made, and when it was delivered if it was. Each kind is one statement run for every
-    # row (executemany: compiled once, one driver call).
+    # row (executemany: compiled once, one driver call), in id order so that two workers
+    # updating the same events lock them in the same order.
     made: dict[str, int] = {}
     delivered_at: dict[str, datetime] = {}
     for item in outcomes:
@@ -352,11 +353,11 @@ async def record_attempts(session: AsyncSession, outcomes: Sequence[AttemptOutco
             delivered_at[item.event_id] = item.attempt.at
     delivered = [
         {"b_id": event_id, "b_made": made[event_id], "b_at": at}
-        for event_id, at in delivered_at.items()
+        for event_id, at in sorted(delivered_at.items())
     ]
     others = [
         {"b_id": event_id, "b_made": count}
-        for event_id, count in made.items()
+        for event_id, count in sorted(made.items())
         if event_id not in delivered_at
     ]
     if delivered:
