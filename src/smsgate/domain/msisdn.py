@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 import phonenumbers
@@ -41,7 +41,16 @@ class Msisdn:
     country_code: int  # 359
     national_number: str  # "881234567"
     region: str | None  # ISO 3166-1 alpha-2 ("BG"), None for non-geographic codes (+800 …)
-    line_type: str  # "mobile", "fixed_line", "fixed_line_or_mobile", "unknown", …
+    # Kept for ``line_type``, which is worked out only when asked: finding the type matches the
+    # number against every pattern of its region, as much work again as validating it, and
+    # the send path never needs it.
+    parsed: phonenumbers.PhoneNumber = field(repr=False, compare=False)
+
+    @property
+    def line_type(self) -> str:
+        """ "mobile", "fixed_line", "fixed_line_or_mobile", "unknown", …"""
+        name = phonenumbers.PhoneNumberType.to_string(phonenumbers.number_type(self.parsed))
+        return name.lower() if name else "unknown"
 
     @property
     def e164(self) -> str:
@@ -99,13 +108,8 @@ def normalize_msisdn(raw: str, *, require_valid: bool = True) -> Msisdn:
         country_code=country_code,
         national_number=national,
         region=region if region not in _NO_REGION else None,
-        line_type=_line_type(number),
+        parsed=number,
     )
-
-
-def _line_type(number: phonenumbers.PhoneNumber) -> str:
-    name = phonenumbers.PhoneNumberType.to_string(phonenumbers.number_type(number))
-    return name.lower() if name else "unknown"
 
 
 def try_normalize_msisdn(raw: str, *, require_valid: bool = True) -> Msisdn | None:
