@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import DateTime, Table, insert, select
+from sqlalchemy import DateTime, Table, bindparam, insert, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -42,6 +42,14 @@ from smsgate.store.types import UTCDateTime
 
 _MT = cast(Table, MtMessage.__table__)
 _REPORTS = cast(Table, DeliveryReport.__table__)
+
+_UNMATCHED_REPORTS = select(
+    _REPORTS.c.id, _REPORTS.c.operator_message_id, _REPORTS.c.state, _REPORTS.c.error_code
+).where(
+    _REPORTS.c.operator_id == bindparam("operator_id"),
+    _REPORTS.c.mt_part_id.is_(None),
+    _REPORTS.c.operator_message_id.in_(bindparam("ids", expanding=True)),
+)
 
 # The link's own outcomes of a submit, which notify_submit_outcomes reports.
 _SUBMIT_OUTCOMES: Final = frozenset({"submitted", "failed", "unknown"})
@@ -169,16 +177,8 @@ async def apply_early_receipts(
     for start in range(0, len(wanted), CHUNK):
         rows = await fetch_rows(
             connection,
-            select(
-                _REPORTS.c.id,
-                _REPORTS.c.operator_message_id,
-                _REPORTS.c.state,
-                _REPORTS.c.error_code,
-            ).where(
-                _REPORTS.c.operator_id == operator_id,
-                _REPORTS.c.mt_part_id.is_(None),
-                _REPORTS.c.operator_message_id.in_(wanted[start : start + CHUNK]),
-            ),
+            _UNMATCHED_REPORTS,
+            {"operator_id": operator_id, "ids": wanted[start : start + CHUNK]},
         )
         reports.extend(rows)
     if not reports:

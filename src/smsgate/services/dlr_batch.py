@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import DateTime, Select, Table, func, select
+from sqlalchemy import DateTime, Select, Table, bindparam, func, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -34,8 +34,10 @@ DLR_EVENT = "message.dlr"
 _GIVEN_UP: Final = frozenset({"failed", "unknown"})
 
 
-async def fetch_rows(connection: AsyncConnection, query: Select[Any]) -> list[Sequence[Any]]:
-    """The rows of ``query``.
+async def fetch_rows(
+    connection: AsyncConnection, query: Select[Any], params: dict[str, Any]
+) -> list[Sequence[Any]]:
+    """The rows of ``query`` (a statement built once, its values in ``params``).
 
     On SQLite they come as one JSON array built by the database: fetching row by row,
     aiosqlite's thread hands the GIL back and forth with a busy event loop at every row, and
@@ -43,18 +45,34 @@ async def fetch_rows(connection: AsyncConnection, query: Select[Any]) -> list[Se
     query's columns must be plain values or ``UTCDateTime``s.
     """
     if connection.dialect.name != "sqlite":
-        return list((await connection.execute(query)).all())
-    rows = query.subquery()
-    packed = select(func.json_group_array(func.json_array(*rows.c)))
-    text = (await connection.execute(packed)).scalar_one()
+        return list((await connection.execute(query, params)).all())
+    packed, times = _packed(query)
+    text = (await connection.execute(packed, params)).scalar_one()
     decoded: list[list[Any]] = json.loads(text)
-    times = [n for n, column in enumerate(rows.c) if isinstance(column.type, UTCDateTime)]
     if times:
         read = _time_reader(connection.dialect)
         for row in decoded:
             for n in times:
                 row[n] = read(row[n])
     return cast(list[Sequence[Any]], decoded)
+
+
+# By statement: the statements given to fetch_rows are built once, at import.
+_PACKED: dict[Select[Any], tuple[Select[Any], list[int]]] = {}
+
+
+def _packed(query: Select[Any]) -> tuple[Select[Any], list[int]]:
+    """``query`` as one JSON array, and which of its columns are times (built once: a
+    subquery costs more to build than a small batch of receipts to apply)."""
+    packed = _PACKED.get(query)
+    if packed is None:
+        rows = query.subquery()
+        times = [n for n, column in enumerate(rows.c) if isinstance(column.type, UTCDateTime)]
+        packed = _PACKED[query] = (
+            select(func.json_group_array(func.json_array(*rows.c))),
+            times,
+        )
+    return packed
 
 
 def _time_reader(dialect: Dialect) -> Callable[[Any], datetime | None]:
@@ -145,6 +163,26 @@ _DLR_URL = func.coalesce(
 )
 _CALLBACK_COLUMNS = (_DLR_URL, _SERVICES.c.callback_method)
 
+_PARTS_BY_MESSAGE_ID = (
+    select(*_PART_COLUMNS, *_MESSAGE_COLUMNS, *_CALLBACK_COLUMNS)
+    .join(_MT, _MT.c.id == _PARTS.c.mt_id)
+    .outerjoin(_SERVICES, _SERVICES.c.id == _MT.c.service_id)
+    .where(
+        _PARTS.c.operator_id == bindparam("operator_id"),
+        _PARTS.c.operator_message_id.in_(bindparam("ids", expanding=True)),
+    )
+    .order_by(_PARTS.c.id)
+)
+_PARTS_OF_MESSAGES = select(*_PART_COLUMNS).where(
+    _PARTS.c.mt_id.in_(bindparam("ids", expanding=True))
+)
+_MESSAGES_WITH_DLR_URL = (
+    select(*_MESSAGE_COLUMNS, *_PART_COLUMNS, *_CALLBACK_COLUMNS)
+    .join(_SERVICES, _SERVICES.c.id == _MT.c.service_id)
+    .outerjoin(_PARTS, _PARTS.c.mt_id == _MT.c.id)
+    .where(_MT.c.id.in_(bindparam("ids", expanding=True)), _DLR_URL.is_not(None))
+)
+
 
 class Batch:
     """The messages and parts one batch touches, and the callbacks its changes make."""
@@ -173,14 +211,8 @@ class Batch:
             for start in range(0, len(message_ids), CHUNK):
                 rows = await fetch_rows(
                     connection,
-                    select(*_PART_COLUMNS, *_MESSAGE_COLUMNS, *_CALLBACK_COLUMNS)
-                    .join(_MT, _MT.c.id == _PARTS.c.mt_id)
-                    .outerjoin(_SERVICES, _SERVICES.c.id == _MT.c.service_id)
-                    .where(
-                        _PARTS.c.operator_id == operator_id,
-                        _PARTS.c.operator_message_id.in_(message_ids[start : start + CHUNK]),
-                    )
-                    .order_by(_PARTS.c.id),
+                    _PARTS_BY_MESSAGE_ID,
+                    {"operator_id": operator_id, "ids": message_ids[start : start + CHUNK]},
                 )
                 for row in rows:
                     mt = self.messages.get(row[1])
@@ -195,8 +227,7 @@ class Batch:
         multipart = [mt.id for mt in self.messages.values() if mt.parts > len(mt.rows)]
         for start in range(0, len(multipart), CHUNK):
             rows = await fetch_rows(
-                connection,
-                select(*_PART_COLUMNS).where(_PARTS.c.mt_id.in_(multipart[start : start + CHUNK])),
+                connection, _PARTS_OF_MESSAGES, {"ids": multipart[start : start + CHUNK]}
             )
             for row in rows:
                 self.messages[row[1]].rows.setdefault(row[2], PartRow(*row[:width]))
@@ -206,11 +237,7 @@ class Batch:
         width, end = len(_MESSAGE_COLUMNS), len(_MESSAGE_COLUMNS) + len(_PART_COLUMNS)
         for start in range(0, len(mt_ids), CHUNK):
             rows = await fetch_rows(
-                connection,
-                select(*_MESSAGE_COLUMNS, *_PART_COLUMNS, *_CALLBACK_COLUMNS)
-                .join(_SERVICES, _SERVICES.c.id == _MT.c.service_id)
-                .outerjoin(_PARTS, _PARTS.c.mt_id == _MT.c.id)
-                .where(_MT.c.id.in_(mt_ids[start : start + CHUNK]), _DLR_URL.is_not(None)),
+                connection, _MESSAGES_WITH_DLR_URL, {"ids": mt_ids[start : start + CHUNK]}
             )
             for row in rows:
                 mt = self.messages.get(row[0])
