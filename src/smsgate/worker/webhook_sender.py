@@ -36,14 +36,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import parse_qsl, quote_plus
+from urllib.parse import parse_qsl, quote, quote_plus
 
 import httpcore2
 import httpx2
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.domain.backoff import RetryPolicy
-from smsgate.domain.signing import SIGN_FIELD, form_signature, signing_key
+from smsgate.domain.signing import SIGN_FIELD, signing_key
 from smsgate.domain.url_safety import UnsafeUrlError, parse_callback_url
 from smsgate.metrics import WEBHOOK_ATTEMPTS
 from smsgate.runtime import Runtime
@@ -373,7 +373,7 @@ def build_request(delivery: Delivery, now: datetime) -> CallbackRequest:
         covered.update(fields)
     else:
         covered = fields
-    fields[SIGN_FIELD] = form_signature(covered, key)
+    fields[SIGN_FIELD] = _form_signature(covered, key)
     encoded = _form_encode(fields)
     headers = {"host": target.host_header, "user-agent": USER_AGENT}
     if method == "GET":
@@ -421,6 +421,23 @@ def _form_encode(fields: dict[str, str]) -> str:
         + (value if plain(value) else quote_plus(value))
         for name, value in fields.items()
     )
+
+
+def _form_signature(fields: dict[str, str], key: bytes) -> str:
+    """``domain.signing.form_signature``, with plain names and values (what ``quote`` leaves
+    as they are) not passed through ``quote``: the same string, a third of the cost."""
+    plain = _PLAIN.fullmatch
+    items = sorted(
+        ((name, value) for name, value in fields.items() if name != SIGN_FIELD),
+        key=lambda item: item[0].encode("utf-8"),
+    )
+    base = "&".join(
+        (name if plain(name) else quote(name, safe=""))
+        + "="
+        + (value if plain(value) else quote(value, safe=""))
+        for name, value in items
+    )
+    return hmac.new(key, base.encode("utf-8"), hashlib.sha256).hexdigest()
 
 
 def _parse_time(value: Any, default: datetime) -> datetime:

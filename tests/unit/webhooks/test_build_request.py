@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from standardwebhooks import Webhook
 
-from smsgate.domain.signing import new_signing_secret, signing_key, verify_form_signature
+from smsgate.domain.signing import (
+    form_signature,
+    new_signing_secret,
+    signing_key,
+    verify_form_signature,
+)
 from smsgate.domain.url_safety import UnsafeUrlError
 from smsgate.services.webhooks import Delivery, new_event_id
-from smsgate.worker.webhook_sender import build_request
+from smsgate.worker.webhook_sender import _form_encode, _form_signature, build_request
 
 SECRET = new_signing_secret(b"\x01" * 24)
 
@@ -92,3 +99,16 @@ def test_no_secret_no_request() -> None:
     unsigned = Delivery(**{**delivery.__dict__, "signing_secret": None})
     with pytest.raises(ValueError, match="no signing secret"):
         build_request(unsigned, datetime.now(UTC))
+
+
+_TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=20) | st.sampled_from(
+    ["", "id", "a b", "x&y=z", "~._-", "+", "%41", "Здравей"]
+)
+
+
+@given(st.dictionaries(_TEXT, _TEXT, max_size=8), st.binary(min_size=1, max_size=32))
+def test_the_senders_sign_and_form_encoding_equal_the_reference_ones(
+    fields: dict[str, str], key: bytes
+) -> None:
+    assert _form_signature(fields, key) == form_signature(fields, key)
+    assert _form_encode(fields) == urlencode(fields)
