@@ -1,8 +1,10 @@
 """Temporary bans of addresses that keep failing (seed 000: ``BAN_IP_TEMP``).
 
 An address that collects ``after_failures`` failures within ``window_seconds`` is banned for
-``ban_seconds``. The counters live in a ``limits`` storage: in process memory for a single
-gateway, in Redis (``SMSGATE_REDIS_URL``) when many gateway processes must share them.
+``ban_seconds``. The counters live in process memory for a single gateway
+(:class:`MemoryCounters`, read without awaiting anything: the check path asks on every
+request), or in a ``limits`` Redis storage (``SMSGATE_REDIS_URL``) when many gateway
+processes must share them.
 
 Only the storage's atomic ``incr``/``get`` are used, never its own notion of time: every
 decision is taken on the gateway's injected clock, so the rules are exact under a fake clock
@@ -26,14 +28,16 @@ conditions get a clear answer, never a 500).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import math
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
-from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.storage import RedisStorage, Storage
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,7 @@ class BanPolicy:
         return self.after_failures > 0
 
 
+@functools.lru_cache(maxsize=4096)  # asked on every check; few addresses ask most of them
 def ban_subject(address: str) -> str:
     """The unit a ban applies to: the IPv4 address, or the IPv6 /64 (IPv4-mapped IPv6
     addresses count as their IPv4 address). Anything else is used as given."""
@@ -80,25 +85,85 @@ def storage_uri(redis_url: str) -> str:
     return f"async+{redis_url}"
 
 
-def make_storage(redis_url: str | None, key_prefix: str = "smsgate") -> Storage:
+def make_storage(redis_url: str | None, key_prefix: str = "smsgate") -> Storage | MemoryCounters:
     """Redis when a URL is given (shared by every gateway process), else process memory."""
     if redis_url:
         return RedisStorage(storage_uri(redis_url), key_prefix=key_prefix)
-    return MemoryStorage()
+    return MemoryCounters()
+
+
+class MemoryCounters:
+    """Counters with an expiry, in process memory: the part of a ``limits`` storage that
+    :class:`BanList` uses, readable synchronously. Expired keys are dropped when read, and
+    all of them at most every ``sweep_seconds`` when counting."""
+
+    def __init__(self, sweep_seconds: float = 60.0) -> None:
+        self._counts: dict[str, int] = {}
+        self._expiries: dict[str, float] = {}
+        self._sweep_seconds = sweep_seconds
+        self._next_sweep = time.monotonic() + sweep_seconds
+
+    def value(self, key: str) -> int:
+        expiry = self._expiries.get(key)
+        if expiry is None:
+            return 0
+        if expiry <= time.time():
+            self._drop(key)
+            return 0
+        return self._counts[key]
+
+    async def get(self, key: str) -> int:
+        return self.value(key)
+
+    async def incr(self, key: str, expiry: float, amount: int = 1) -> int:
+        now = time.time()
+        if time.monotonic() >= self._next_sweep:
+            self._sweep(now)
+        count = self.value(key) + amount
+        if count == amount:
+            self._expiries[key] = now + expiry
+        self._counts[key] = count
+        return count
+
+    async def clear(self, key: str) -> None:
+        self._drop(key)
+
+    async def reset(self) -> None:
+        self._counts.clear()
+        self._expiries.clear()
+
+    def _drop(self, key: str) -> None:
+        self._counts.pop(key, None)
+        self._expiries.pop(key, None)
+
+    def _sweep(self, now: float) -> None:
+        self._next_sweep = time.monotonic() + self._sweep_seconds
+        for key in [key for key, expiry in self._expiries.items() if expiry <= now]:
+            self._drop(key)
 
 
 class BanList:
     """Failure counters and bans, per ``scope`` (a service) and subject (an address)."""
 
-    def __init__(self, storage: Storage, *, namespace: str = "ban") -> None:
+    def __init__(self, storage: Storage | MemoryCounters, *, namespace: str = "ban") -> None:
         self.storage = storage
         self.namespace = namespace
+
+    def is_banned_now(
+        self, scope: str, address: str, policy: BanPolicy, now: datetime
+    ) -> bool | None:
+        """The answer without awaiting anything when the counters are in process memory;
+        None when the shared storage must be asked (:meth:`is_banned`)."""
+        if not policy.enabled:
+            return False
+        if not isinstance(self.storage, MemoryCounters):
+            return None
+        return self.storage.value(self._ban_key_at(scope, address, policy, now)) > 0
 
     async def is_banned(self, scope: str, address: str, policy: BanPolicy, now: datetime) -> bool:
         if not policy.enabled:
             return False
-        slot = _slot_seconds(policy)
-        key = self._ban_key(scope, ban_subject(address), math.floor(now.timestamp() / slot))
+        key = self._ban_key_at(scope, address, policy, now)
         try:
             return await self.storage.get(key) > 0
         except Exception:
@@ -159,6 +224,10 @@ class BanList:
             pool = getattr(client, "connection_pool", None)
             if pool is not None:
                 pool.disconnect()
+
+    def _ban_key_at(self, scope: str, address: str, policy: BanPolicy, now: datetime) -> str:
+        slot = math.floor(now.timestamp() / _slot_seconds(policy))
+        return self._ban_key(scope, ban_subject(address), slot)
 
     def _ban_key(self, scope: str, subject: str, slot: int) -> str:
         return f"{self.namespace}:b:{scope}:{subject}:{slot}"

@@ -226,31 +226,33 @@ BatchRunner = Callable[[list[PendingCheck]], Awaitable[list[CheckResult]]]
 
 
 class CheckBatcher:
-    """Queues checks and runs them through ``run`` a batch at a time, from one drain task.
+    """Queues checks and runs them through ``run`` a batch at a time.
 
-    A check is answered (its future resolved) only when its batch has committed; a batch
-    that fails fails every check in it.
+    Up to ``in_flight`` batches run at once (each from a drain task of its own that takes
+    whatever is queued when it is free): on PostgreSQL one batch waits for its commit while
+    the next one is read. A check is answered (its future resolved) only when its batch has
+    committed; a batch that fails fails every check in it.
     """
 
-    def __init__(self, run: BatchRunner, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, run: BatchRunner, *, max_batch: int = MAX_BATCH, in_flight: int = 1) -> None:
         self._run = run
         self.max_batch = max_batch
+        self.in_flight = in_flight
         self._queue: list[tuple[PendingCheck, asyncio.Future[CheckResult]]] = []
-        self._drain: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def submit(self, check: PendingCheck) -> CheckResult:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[CheckResult] = loop.create_future()
         self._queue.append((check, future))
-        if self._drain is None:
+        if len(self._drains) < self.in_flight:
             # It starts on the loop's next turn: the checks that arrive meanwhile join it.
-            self._drain = loop.create_task(self._drain_queue(), name="code-check-batches")
+            self._drains.add(loop.create_task(self._drain_queue(), name="code-check-batches"))
         return await future
 
     async def aclose(self) -> None:
-        drain = self._drain
-        if drain is not None:
-            await asyncio.wait([drain], timeout=30)
+        if self._drains:
+            await asyncio.wait(self._drains, timeout=30)
 
     async def _drain_queue(self) -> None:
         try:
@@ -264,7 +266,9 @@ class CheckBatcher:
             self._queue.clear()
             raise
         finally:
-            self._drain = None
+            # Now, not in a done callback: a check queued before that callback ran would find
+            # every drain still counted and wait for none.
+            self._drains.discard(asyncio.current_task())
 
     async def _settle(self, taken: list[tuple[PendingCheck, asyncio.Future[CheckResult]]]) -> None:
         try:

@@ -38,6 +38,9 @@ from smsgate.services.check_batch import (
 
 
 class CheckStore(Protocol):
+    # How many batches may be decided at once (SQLite has one writer).
+    batches_in_flight: int
+
     async def run(self, batch: list[PendingCheck]) -> list[CheckResult]: ...
 
     async def aclose(self) -> None: ...
@@ -82,6 +85,8 @@ def sqlite_parse_time(value: Any) -> datetime | None:
 
 class SqliteCheckStore:
     """The batches of one process, one after another on one thread and one connection."""
+
+    batches_in_flight = 1
 
     def __init__(self, url: URL) -> None:
         if not url.database or url.database == ":memory:":
@@ -195,6 +200,8 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 
 class PostgresCheckStore:
+    batches_in_flight = PG_POOL_SIZE
+
     def __init__(self, url: URL) -> None:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
         self._pool: asyncpg.Pool | None = None

@@ -111,6 +111,11 @@ class ServiceView:
     config: AccessCodeConfig | None  # None: the stored settings are unusable
     signing_secret: str
 
+    @property
+    def scope(self) -> str:
+        """The scope of its bans."""
+        return str(self.id)
+
 
 class ServiceCache:
     """Services by id for ``ttl`` seconds of the monotonic clock, unknown ids included (so a
@@ -202,7 +207,7 @@ class CodeChecker:
         self.bans = bans
         self.services = ServiceCache(engine, cache_seconds)
         self._store = make_check_store(engine.url)
-        self._batches = CheckBatcher(self._store.run)
+        self._batches = CheckBatcher(self._store.run, in_flight=self._store.batches_in_flight)
 
     async def service_for(self, service_id: int, user_id: int | None) -> ServiceView | None:
         """The access-code service ``service_id`` of merchant ``user_id`` (any merchant when
@@ -274,10 +279,13 @@ class CodeChecker:
         if view is None:
             return CheckAnswer.INVALID_INPUT
         config = view.config
-        if config is not None and await self.bans.is_banned(
-            str(view.id), request.requester_ip, config.bans, now
-        ):
-            return CheckAnswer.BAN_IP_TEMP
+        if config is not None:
+            scope = view.scope
+            banned = self.bans.is_banned_now(scope, request.requester_ip, config.bans, now)
+            if banned is None:
+                banned = await self.bans.is_banned(scope, request.requester_ip, config.bans, now)
+            if banned:
+                return CheckAnswer.BAN_IP_TEMP
         if request.apply_allowlist and not view.allowlist.allows(request.requester_ip):
             return CheckAnswer.INVALID_IP
         if view.status != "active" or config is None:
@@ -287,7 +295,5 @@ class CodeChecker:
     async def _count_failure(self, request: CheckRequest, view: ServiceView, now: datetime) -> None:
         if view.config is None:
             return
-        if await self.bans.record_failure(
-            str(view.id), request.requester_ip, view.config.bans, now
-        ):
+        if await self.bans.record_failure(view.scope, request.requester_ip, view.config.bans, now):
             log.info("address %s banned on service %s", request.requester_ip, view.id)
