@@ -160,7 +160,9 @@ def test_sigkill_mid_campaign_sends_each_message_once(tmp_path: Path) -> None:
         "--http-port", str(sim_http), "--inbox-limit", str(ROWS), "--log-level", "WARNING",
     )  # fmt: skip
     sim = f"http://127.0.0.1:{sim_http}/sim"
-    campaign = smsgate("send-csv", str(csv), "--service", "201", "--batch", "50")
+    # A transaction a row: the campaign must still be queueing when the gateway is killed, and
+    # in batches it can queue all 5,000 rows between two polls.
+    campaign = smsgate("send-csv", str(csv), "--service", "201", "--batch", "1")
 
     def submits() -> int:
         return int(httpx2.get(f"{sim}/stats", timeout=5).json()["submits"])
