@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol
 
 import asyncpg
 from sqlalchemy import URL
@@ -37,11 +38,39 @@ from smsgate.services.check_batch import (
 )
 
 
+class ServiceRow(NamedTuple):
+    id: int
+    merchant_id: int
+    type: str
+    keyword: str
+    status: str
+    ip_allowlist: list[Any] | None
+    settings: dict[str, Any] | None
+    signing_secret: str
+
+
+_SERVICE: Final = (
+    "SELECT id, merchant_id, type, keyword, status, ip_allowlist, settings, signing_secret"
+    " FROM services WHERE id = {}"
+)
+
+
+def _service_row(row: Sequence[Any] | None) -> ServiceRow | None:
+    if row is None:
+        return None
+    allowlist, settings = (None if text is None else json.loads(text) for text in row[5:7])
+    return ServiceRow(row[0], row[1], row[2], row[3], row[4], allowlist, settings, row[7])
+
+
 class CheckStore(Protocol):
     # How many batches may be decided at once (SQLite has one writer).
     batches_in_flight: int
 
     async def run(self, batch: list[PendingCheck]) -> list[CheckResult]: ...
+
+    async def service(self, service_id: int) -> ServiceRow | None:
+        """The service's row, read on the store's own connection: on SQLite a plain read
+        (the gateway's engine would take the write lock for it, and queue behind batches)."""
 
     async def aclose(self) -> None: ...
 
@@ -98,6 +127,14 @@ class SqliteCheckStore:
     async def run(self, batch: list[PendingCheck]) -> list[CheckResult]:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._transaction, batch)
+
+    async def service(self, service_id: int) -> ServiceRow | None:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._service, service_id)
+
+    def _service(self, service_id: int) -> ServiceRow | None:
+        db = self._db or self._connect()
+        return _service_row(db.execute(_SERVICE.format("?"), (service_id,)).fetchone())
 
     async def aclose(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
@@ -231,6 +268,11 @@ class PostgresCheckStore:
                     *_columns(rows, len(CHECK_COLUMNS)),
                 )
             return results
+
+    async def service(self, service_id: int) -> ServiceRow | None:
+        pool = self._pool or await self._open()
+        async with pool.acquire() as conn:
+            return _service_row(await conn.fetchrow(_SERVICE.format("$1"), service_id))
 
     async def aclose(self) -> None:
         if self._pool is not None:

@@ -28,13 +28,14 @@ on one period. A check is answered only once its row and its use are committed.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from smsgate.domain import access_codes as rules_
@@ -57,8 +58,7 @@ from smsgate.services.check_batch import (
     PendingCheck,
     printable,
 )
-from smsgate.services.check_stores import make_check_store
-from smsgate.store.models import Service
+from smsgate.services.check_stores import ServiceRow, make_check_store
 
 __all__ = [
     "FAILURES",
@@ -73,8 +73,8 @@ __all__ = [
     "ServiceCache",
     "ServiceView",
     "code_state",
-    "load_service",
     "printable",
+    "service_view",
 ]
 
 log = logging.getLogger(__name__)
@@ -117,27 +117,36 @@ class ServiceView:
         return str(self.id)
 
 
-class ServiceCache:
-    """Services by id for ``ttl`` seconds of the monotonic clock, unknown ids included (so a
-    flood of made-up ids does not reach the database either); at most ``max_entries``."""
+ServiceLoader = Callable[[int], Awaitable["ServiceView | None"]]
 
-    def __init__(self, engine: AsyncEngine, ttl: float, max_entries: int = 10_000) -> None:
-        self.engine = engine
+
+class ServiceCache:
+    """Services by id, for ``ttl`` seconds of the monotonic clock, unknown ids included (so a
+    flood of made-up ids does not reach the database either); at most ``max_entries``.
+
+    An entry past half its life is read again in the background while it is still served,
+    so under steady traffic no check waits for the database to learn a service; only an
+    expired (or never seen) one is awaited, and then by one read that every check asking
+    at that moment shares.
+    """
+
+    def __init__(self, load: ServiceLoader, ttl: float, max_entries: int = 10_000) -> None:
+        self.load = load
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: dict[int, tuple[float, ServiceView | None]] = {}
+        self._entries: dict[int, tuple[float, ServiceView | None]] = {}  # id: (read at, view)
+        self._reads: dict[int, asyncio.Task[ServiceView | None]] = {}
 
     async def get(self, service_id: int) -> ServiceView | None:
-        now = time.monotonic()
         cached = self._entries.get(service_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        view = await load_service(self.engine, service_id)
-        if self.ttl > 0:
-            if len(self._entries) >= self.max_entries:
-                self._entries.clear()
-            self._entries[service_id] = (now + self.ttl, view)
-        return view
+        if cached is not None:
+            age = time.monotonic() - cached[0]
+            if age < self.ttl:
+                if age >= self.ttl / 2 and service_id not in self._reads:
+                    self._read(service_id).add_done_callback(_log_failed_refresh)
+                return cached[1]
+        # Shielded: a check that gives up must not cancel the read the others wait for.
+        return await asyncio.shield(self._read(service_id))
 
     def forget(self, service_id: int | None = None) -> None:
         if service_id is None:
@@ -145,23 +154,32 @@ class ServiceCache:
         else:
             self._entries.pop(service_id, None)
 
+    def _read(self, service_id: int) -> asyncio.Task[ServiceView | None]:
+        task = self._reads.get(service_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._fetch(service_id))
+            self._reads[service_id] = task
+        return task
 
-async def load_service(engine: AsyncEngine, service_id: int) -> ServiceView | None:
-    async with engine.connect() as conn:
-        row = (
-            await conn.execute(
-                select(
-                    Service.id,
-                    Service.merchant_id,
-                    Service.type,
-                    Service.keyword,
-                    Service.status,
-                    Service.ip_allowlist,
-                    Service.settings,
-                    Service.signing_secret,
-                ).where(Service.id == service_id)
-            )
-        ).one_or_none()
+    async def _fetch(self, service_id: int) -> ServiceView | None:
+        started = time.monotonic()
+        try:
+            view = await self.load(service_id)
+        finally:
+            self._reads.pop(service_id, None)
+        if self.ttl > 0:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[service_id] = (started, view)
+        return view
+
+
+def _log_failed_refresh(task: asyncio.Task[ServiceView | None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a service could not be read again; the cached one is kept for now")
+
+
+def service_view(row: ServiceRow | None) -> ServiceView | None:
     if row is None:
         return None
     config: AccessCodeConfig | None = None
@@ -205,8 +223,8 @@ class CodeChecker:
         self.engine = engine
         self.clock = clock
         self.bans = bans
-        self.services = ServiceCache(engine, cache_seconds)
         self._store = make_check_store(engine.url)
+        self.services = ServiceCache(self._load_service, cache_seconds)
         self._batches = CheckBatcher(self._store.run, in_flight=self._store.batches_in_flight)
 
     async def service_for(self, service_id: int, user_id: int | None) -> ServiceView | None:
@@ -271,6 +289,9 @@ class CodeChecker:
         await self.bans.aclose()
 
     # -- internals ------------------------------------------------------------------------------
+
+    async def _load_service(self, service_id: int) -> ServiceView | None:
+        return service_view(await self._store.service(service_id))
 
     async def _answer_before_lookup(
         self, request: CheckRequest, view: ServiceView | None, now: datetime
