@@ -1,0 +1,162 @@
+"""Checks decided in batches, on both databases: the rules applied within one batch, and two
+checkers (as two gateway processes have) sharing one database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from datetime import timedelta
+
+from sqlalchemy import select
+from tests.integration.access_codes.conftest import code_of, send_mo
+
+from smsgate.domain.clock import FakeClock
+from smsgate.runtime import Runtime
+from smsgate.services.bans import BanList, make_storage
+from smsgate.services.check_batch import CheckAnswer, PendingCheck
+from smsgate.services.check_stores import make_check_store
+from smsgate.services.code_checks import CheckRequest, CodeChecker
+from smsgate.store.models import AccessCode, CodeCheck
+
+CONCURRENT = 20
+
+
+async def issue(runtime: Runtime, keyword: str, message_id: str) -> str:
+    outcome = await send_mo(runtime, keyword, message_id=message_id)
+    return await code_of(runtime, outcome.mo_id)
+
+
+def pending(service_id: int | None, typed: str, clock: FakeClock, **kwargs: object) -> PendingCheck:
+    fields: dict[str, object] = {
+        "service_id": service_id,
+        "code": typed,
+        "answer": None,
+        "code_given": typed,
+        "requester_ip": "10.1.2.3",
+        "user_ip": "",
+        "via": "legacy",
+        "at": clock.now(),
+    }
+    fields.update(kwargs)
+    return PendingCheck(**fields)  # type: ignore[arg-type]
+
+
+async def stored(runtime: Runtime, code: str) -> AccessCode:
+    async with runtime.sessions() as session:
+        row = await session.scalar(select(AccessCode).where(AccessCode.code == code))
+    assert row is not None
+    return row
+
+
+async def test_a_one_use_code_twice_in_one_batch_is_ok_then_expired(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    code = await issue(runtime, "KOD", "m-1")
+    store = make_check_store(runtime.engine.url)
+    try:
+        results = await store.run([pending(102, code, clock), pending(102, code, clock)])
+    finally:
+        await store.aclose()
+    assert [r.answer for r in results] == [CheckAnswer.CODE_OK, CheckAnswer.CODE_EXPIRED]
+    assert results[0].uses_left == 0 and results[1].uses_left == 0
+    row = await stored(runtime, code)
+    assert (row.uses_left, row.uses_count, row.status, row.first_used_at) == (
+        0,
+        1,
+        "used",
+        clock.now(),
+    )
+    async with runtime.sessions() as session:
+        answers = list(
+            await session.scalars(
+                select(CodeCheck.answer).where(CodeCheck.code_id == row.id).order_by(CodeCheck.id)
+            )
+        )
+    assert answers == ["CODE_OK", "CODE_EXPIRED"]
+
+
+async def test_the_first_use_in_a_batch_starts_the_period(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    code = await issue(runtime, "FIRST", "m-1")
+    first = clock.now()
+    later = first + timedelta(minutes=5)
+    store = make_check_store(runtime.engine.url)
+    try:
+        results = await store.run([pending(104, code, clock), pending(104, code, clock, at=later)])
+        # Past the period started by the first use (600 s), still inside the lifetime.
+        too_late = first + timedelta(seconds=600)
+        [expired] = await store.run([pending(104, code, clock, at=too_late)])
+    finally:
+        await store.aclose()
+    assert [r.answer for r in results] == [CheckAnswer.CODE_OK, CheckAnswer.CODE_OK]
+    assert results[0].expires_at == results[1].expires_at == first + timedelta(seconds=600)
+    assert expired.answer is CheckAnswer.CODE_EXPIRED
+    row = await stored(runtime, code)
+    assert row.first_used_at == first
+    assert row.valid_until == first + timedelta(seconds=600)
+    assert row.uses_count == 2
+
+
+async def test_a_batch_mixes_found_unknown_and_decided_checks(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    code = await issue(runtime, "DAY", "m-1")
+    store = make_check_store(runtime.engine.url)
+    try:
+        results = await store.run(
+            [
+                pending(103, "NOSUCH22", clock),
+                pending(None, "", clock, code=None, answer=CheckAnswer.INVALID_INPUT),
+                pending(103, code, clock),
+                pending(102, code, clock),  # another service's code is no code
+            ]
+        )
+    finally:
+        await store.aclose()
+    assert [r.answer for r in results] == [
+        CheckAnswer.CODE_NOT_FOUND,
+        CheckAnswer.INVALID_INPUT,
+        CheckAnswer.CODE_OK,
+        CheckAnswer.CODE_NOT_FOUND,
+    ]
+    async with runtime.sessions() as session:
+        rows = (await session.execute(select(CodeCheck.service_id, CodeCheck.answer))).all()
+    assert sorted(rows, key=str) == sorted(
+        [
+            (103, "CODE_NOT_FOUND"),
+            (None, "INVALID_INPUT"),
+            (103, "CODE_OK"),
+            (102, "CODE_NOT_FOUND"),
+        ],
+        key=str,
+    )
+
+
+async def test_two_checkers_on_one_database_give_one_code_ok(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    """Two checkers, each with its own connection and batches, as two gateway processes."""
+    code = await issue(runtime, "KOD", "m-1")
+    checkers = [CodeChecker(runtime.engine, clock, BanList(make_storage(None))) for _ in range(2)]
+    try:
+        answers = Counter(
+            result.answer.value
+            for result in await asyncio.gather(
+                *(
+                    checkers[i % 2].check(CheckRequest(102, code, "10.1.2.3", 1))
+                    for i in range(CONCURRENT)
+                )
+            )
+        )
+    finally:
+        for checker in checkers:
+            await checker.aclose()
+    assert answers == Counter({"CODE_OK": 1, "CODE_EXPIRED": CONCURRENT - 1})
+    row = await stored(runtime, code)
+    assert (row.uses_left, row.uses_count, row.status) == (0, 1, "used")
+    async with runtime.sessions() as session:
+        kept = Counter(
+            await session.scalars(select(CodeCheck.answer).where(CodeCheck.code_id == row.id))
+        )
+    assert kept == answers
