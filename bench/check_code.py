@@ -384,6 +384,11 @@ async def _pg_admin(statement: str) -> None:
         await conn.close()
 
 
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -395,11 +400,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     binary = require_wrk()
+    print(load_average())
     started = time.monotonic()
     codes = make_codes(args.codes)
     print(f"{len(codes):,} codes generated in {time.monotonic() - started:.1f} s")
     for backend in args.backends:
         bench(backend, codes, args, binary)
+    print(f"\n{load_average()}")
 
 
 if __name__ == "__main__":
