@@ -78,6 +78,7 @@ class Worker:
         concurrency: int | None = None,
         batch_size: int = 200,
         max_batched: int | None = None,
+        batch_linger_seconds: float = 0.05,
         poll_seconds: float | None = None,
         lease_seconds: float | None = None,
         retry_policies: Mapping[str, RetryPolicy] | None = None,
@@ -118,6 +119,9 @@ class Worker:
         self._batched = 0  # jobs of batch kinds claimed and not finished
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._batches_saturated = False
+        self._batch_linger = batch_linger_seconds
+        self._last_batch_claim = -batch_linger_seconds
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._refill_batch = max(1, self._concurrency // 4)
         if self._lease_seconds <= 0:
             raise ValueError("lease_seconds must be positive")
@@ -178,7 +182,13 @@ class Worker:
                     self._saturated = len(claimed) == free
                 room = min(self._batch_size, self._max_batched - self._batched)
                 # Backed up: wait for room for a whole batch (few, large transactions).
-                if self._batch_handlers and room > 0 and not self._batch_room_short(room):
+                if (
+                    self._batch_handlers
+                    and room > 0
+                    and not self._batch_room_short(room)
+                    and not self._lingering()
+                ):
+                    self._last_batch_claim = time.monotonic()
                     claimed = await self._claim(self._batch_handlers.keys(), room)
                     for batch_jobs in _by_kind(claimed):
                         self._start_batch(batch_jobs)
@@ -194,6 +204,8 @@ class Worker:
                     await asyncio.wait_for(self._wake.wait(), self._poll_seconds)
         finally:
             unsubscribe()
+            if self._linger_timer is not None:
+                self._linger_timer.cancel()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
@@ -248,6 +260,24 @@ class Worker:
 
     def _batch_room_short(self, room: int) -> bool:
         return self._batches_saturated and room < self._batch_size
+
+    def _lingering(self) -> bool:
+        """Not backed up and a batch was claimed moments ago: let the jobs that trickle in
+        (a commit wakes us for each) gather for ``batch_linger_seconds`` into one batch
+        rather than a batch, a read and a transaction for every few jobs."""
+        if self._batches_saturated or self._loop is None:
+            return False
+        wait = self._last_batch_claim + self._batch_linger - time.monotonic()
+        if wait <= 0:
+            return False
+        if self._linger_timer is None or self._linger_timer.cancelled():
+            self._linger_timer = self._loop.call_later(wait, self._linger_over)
+        return True
+
+    def _linger_over(self) -> None:
+        self._linger_timer = None
+        if self._wake is not None:
+            self._wake.set()
 
     def _batch_jobs_finished(self, count: int) -> None:
         self._batched -= count

@@ -181,3 +181,23 @@ async def test_single_job_kinds_run_beside_batch_kinds(runtime: Runtime) -> None
     assert handler.batches == [[0, 1, 2, 3, 4]]
     assert sorted(ran) == [0, 1, 2]
     assert {job.status for job in (await _rows(runtime)).values()} == {"done"}
+
+
+async def test_jobs_that_trickle_in_are_gathered_into_few_batches(runtime: Runtime) -> None:
+    runtime.clock = SystemClock()
+    handler = _Outcomes()
+    worker = Worker(runtime, {"b": handler}, batch_linger_seconds=0.5, poll_seconds=0.01)
+    task = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.05)  # idle: the first claim comes at once, then lingers
+        for n in range(10):  # ten commits, each waking the worker
+            async with runtime.sessions.begin() as session:
+                await jobs.enqueue(session, "b", {"n": n}, now=runtime.clock.now())
+        async with asyncio.timeout(DEADLINE):
+            while sum(map(len, handler.batches)) < 10:
+                await asyncio.sleep(0.01)
+    finally:
+        worker.stop()
+        await task
+    assert sorted(n for b in handler.batches for n in b) == list(range(10))
+    assert len(handler.batches) < 10
