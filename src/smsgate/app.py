@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -150,6 +151,11 @@ async def serve(
         await upgrade(settings.database_url)
     runtime = build_runtime(settings)
     try:
-        await run_components(make_components(runtime, api=api, worker=worker, links=links))
+        components = make_components(runtime, api=api, worker=worker, links=links)
+        # What start-up built lives as long as the process: kept out of the garbage collector,
+        # whose full collections would otherwise scan it all each time, pausing every request
+        # for up to ~100 ms (the p99 of check_code.php).
+        gc.freeze()
+        await run_components(components)
     finally:
         await runtime.engine.dispose()
