@@ -3,7 +3,8 @@
 The worker runs in this process (its CPU is this process's CPU time while it delivers); the
 merchant's receiver runs in a subprocess (a minimal HTTP/1.1 keep-alive server that answers
 200, or 500 for ``--fail-ratio`` of the requests), so its CPU is not counted. The callbacks
-are queued before the clock starts; the run ends when none is due or running (callbacks the
+are queued before the clock starts (with ``--rate``: meanwhile, by another process, a few per
+transaction, as the gateway emits them); the run ends when none is due or running (callbacks the
 receiver refused wait for their retry: the run measures every callback's first attempt).
 
 ``--client`` measures the HTTP client alone instead: the same signed requests sent through
@@ -12,6 +13,7 @@ receiver, no database.
 
     python bench/webhooks.py                  # 5,000 callbacks, SQLite and PostgreSQL
     python bench/webhooks.py --backends sqlite --callbacks 2000
+    python bench/webhooks.py --rate 1000 --callbacks 10000     # queued 10 per commit meanwhile
     python bench/webhooks.py --client --callbacks 5000
 """
 
@@ -158,7 +160,7 @@ async def _pg_admin(statement: str) -> None:
         await conn.close()
 
 
-async def queue_callbacks(runtime: Runtime, url: str, count: int) -> None:
+async def add_merchant(runtime: Runtime) -> None:
     now = datetime.now(UTC)
     async with runtime.sessions.begin() as session:
         session.add(
@@ -178,9 +180,19 @@ async def queue_callbacks(runtime: Runtime, url: str, count: int) -> None:
                 updated_at=now,
             )
         )  # fmt: skip
-    for start in range(0, count, 1000):
+
+
+async def queue_callbacks(
+    runtime: Runtime, url: str, count: int, *, per_commit: int = 1000, rate: float = 0.0
+) -> None:
+    """``count`` callbacks, ``per_commit`` per transaction, at ``rate`` a second (0: at once)."""
+    started = time.monotonic()
+    for start in range(0, count, per_commit):
+        if rate:
+            await asyncio.sleep(max(0.0, started + start / rate - time.monotonic()))
+        now = datetime.now(UTC)
         async with runtime.sessions.begin() as session:
-            for n in range(start, min(count, start + 1000)):
+            for n in range(start, min(count, start + per_commit)):
                 await webhooks.emit(
                     session,
                     merchant_id=1,
@@ -190,6 +202,21 @@ async def queue_callbacks(runtime: Runtime, url: str, count: int) -> None:
                     payload={**FIELDS, "id": str(n)},
                     now=now,
                 )
+
+
+async def _produce(args: argparse.Namespace) -> None:
+    engine = make_engine(args.database_url)
+    runtime = Runtime(
+        settings=Settings(database_url=args.database_url),
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+    )
+    try:
+        await queue_callbacks(
+            runtime, args.url, args.callbacks, per_commit=args.per_commit, rate=args.rate
+        )
+    finally:
+        await engine.dispose()
 
 
 async def _unfinished(runtime: Runtime) -> int:
@@ -235,23 +262,41 @@ async def bench_worker(backend: str, args: argparse.Namespace) -> Figures:
                 sessions=make_sessionmaker(engine),
             )
             try:
-                await queue_callbacks(runtime, url, args.callbacks)
+                await add_merchant(runtime)
+                producer: asyncio.subprocess.Process | None = None
+                if args.rate:
+                    # Queued while the worker runs, by another process (its CPU is not ours).
+                    producer = await asyncio.create_subprocess_exec(
+                        sys.executable, __file__, "--produce", "--database-url", db_url,
+                        "--url", url, "--callbacks", str(args.callbacks),
+                        "--rate", str(args.rate), "--per-commit", str(args.per_commit),
+                    )  # fmt: skip
+                else:
+                    await queue_callbacks(runtime, url, args.callbacks)
                 sender = WebhookSender(runtime, per_origin=args.per_host)
                 worker = Worker(runtime, {DELIVER_KIND: sender}, batch_size=args.batch_size)
                 cpu, wall, kernel = time.process_time(), time.monotonic(), _system_seconds()
                 task = asyncio.create_task(worker.run())
                 try:
                     async with asyncio.timeout(DEADLINE_SECONDS):
-                        while await _unfinished(runtime):  # noqa: ASYNC110 (the database is what we wait on)
+                        while (  # noqa: ASYNC110 (the database is what we wait on)
+                            producer is not None and producer.returncode is None
+                        ) or await _unfinished(runtime):
                             await asyncio.sleep(0.1)
                 finally:
                     worker.stop()
                     await task
+                    if producer is not None:
+                        if producer.returncode is None:
+                            producer.kill()
+                        await producer.wait()
                 cpu, wall = time.process_time() - cpu, time.monotonic() - wall
                 kernel = _system_seconds() - kernel
             finally:
                 await engine.dispose()
     label = f"worker {backend}" + (f" ({args.fail_ratio:.0%} fail)" if args.fail_ratio else "")
+    if args.rate:
+        label += f" @{args.rate:g}/s x{args.per_commit}"
     return Figures(label, args.callbacks, wall, cpu, kernel)
 
 
@@ -300,11 +345,21 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--fail-ratio", type=float, default=0.0)
     parser.add_argument("--client", action="store_true", help="the HTTP client alone")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="queue while the worker runs, this many a second"
+    )
+    parser.add_argument("--per-commit", type=int, default=10, help="with --rate: per transaction")
+    parser.add_argument("--produce", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--fail-every", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve(args.serve, args.fail_every))
+        return
+    if args.produce:
+        asyncio.run(_produce(args))
         return
     print(f"load average {os.getloadavg()[0]:.2f}, {psutil.cpu_count()} CPUs")
     if args.client:
