@@ -17,6 +17,7 @@ up; the next batch takes them all (up to ``max_batch``) and decides them in one 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import unicodedata
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -79,7 +80,7 @@ class CheckResult:
     uses_left: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made on every request, and a frozen __init__ costs more
 class PendingCheck:
     """One check waiting for its batch: the code to look up, or an answer decided before
     looking (then only its row is stored), and what its check row records."""
@@ -124,6 +125,7 @@ class StoredCode:
         )
 
 
+@functools.lru_cache(maxsize=256)  # few distinct terms; CodeRules validates itself when made
 def terms_of(kind: CodeKind, uses_left: int | None, period_seconds: int | None) -> CodeRules:
     """The rules a stored code was sold under, as far as a use needs them: a first-use code
     keeps the period it was issued with (``period_seconds``)."""

@@ -5,12 +5,13 @@
   and the check rows) run in C, off the event loop. ``BEGIN IMMEDIATE`` takes SQLite's one
   write lock before the lookup, so what the batch reads no other process can change before
   it commits; the one thread also queues this process's batches in order instead of in
-  SQLite's busy handler, which sleeps in steps of up to 100 ms.
+  SQLite's busy handler, which sleeps in steps of up to 100 ms. WAL checkpoints run on a
+  thread of their own (:class:`Checkpointer`).
 - PostgreSQL: a small asyncpg pool of the checker's own (the statements are prepared once
   per connection by asyncpg's cache). The batch's codes are read ``FOR UPDATE`` in the order
   of their ids (two processes locking overlapping batches cannot deadlock), and the updates
   and the check rows go in one statement through ``unnest`` of arrays: four round trips a
-  batch (BEGIN, lookup, write, COMMIT), whatever its size.
+  batch (BEGIN, lookup, write, COMMIT), whatever its size, and up to three batches at once.
 """
 
 from __future__ import annotations
@@ -108,7 +109,9 @@ def sqlite_time(when: datetime | None) -> str | None:
     microseconds always written (times compare as text there)."""
     if when is None:
         return None
-    return when.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    return when.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def sqlite_parse_time(value: Any) -> datetime | None:

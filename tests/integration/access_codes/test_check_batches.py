@@ -1,15 +1,21 @@
-"""Checks decided in batches, on both databases: the rules applied within one batch, and two
-checkers (as two gateway processes have) sharing one database."""
+"""Checks decided in batches, on both databases: the rules applied within one batch, two
+checkers (as two gateway processes have) sharing one database, and a database that cannot
+be reached."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
 from datetime import timedelta
+from pathlib import Path
 
+import pytest
 from sqlalchemy import select
-from tests.integration.access_codes.conftest import code_of, send_mo
+from tests.integration.access_codes.conftest import client_from, code_of, send_mo
 
+from smsgate.api.app import create_api
+from smsgate.app import build_runtime
+from smsgate.config import Settings
 from smsgate.domain.clock import FakeClock
 from smsgate.runtime import Runtime
 from smsgate.services.bans import BanList, make_storage
@@ -160,3 +166,29 @@ async def test_two_checkers_on_one_database_give_one_code_ok(
             await session.scalars(select(CodeCheck.answer).where(CodeCheck.code_id == row.id))
         )
     assert kept == answers
+
+
+@pytest.mark.parametrize(
+    "unreachable",
+    [
+        "sqlite+aiosqlite:///{tmp}/no-such-directory/gateway.db",
+        "postgresql+asyncpg://postgres@127.0.0.1:1/smsgate_nowhere",
+    ],
+)
+async def test_an_unreachable_database_answers_503_and_never_code_ok(
+    unreachable: str, tmp_path: Path
+) -> None:
+    runtime = build_runtime(Settings(database_url=unreachable.format(tmp=tmp_path)))
+    app = create_api(runtime)
+    try:
+        async with client_from(app) as client:
+            response = await client.get(
+                "/users/check_code.php",
+                params={"user_id": 1, "service_id": 102, "code": "K7M2XH4P"},
+            )
+    finally:
+        await app.state.code_checker.aclose()
+        await runtime.engine.dispose()
+    assert response.status_code == 503
+    assert response.text == "SERVICE_DISABLED"
+    assert response.headers["retry-after"] == "1"
