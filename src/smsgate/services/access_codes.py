@@ -51,10 +51,6 @@ log = logging.getLogger(__name__)
 MAX_DRAWS: Final = 20
 
 
-class CodeSpaceExhausted(Exception):
-    """No free code could be drawn: the service's code space is (nearly) used up."""
-
-
 @dataclass(frozen=True, slots=True)
 class IssuedCode:
     id: int
@@ -102,23 +98,6 @@ async def issue_codes(
             issued[index] = IssuedCode(int(code_id), code, states[index])
         pending = [index for index in pending if issued[index] is None]
     return issued
-
-
-async def issue_code(
-    session: AsyncSession,
-    *,
-    service_id: int,
-    rules: CodeRules,
-    now: datetime,
-    mo_id: int | None = None,
-    msisdn: str = "",
-    rng: RandomSource | None = None,
-) -> tuple[int, str, CodeState]:
-    """Insert a fresh code unique in the service; return its id, text and state."""
-    (issued,) = await issue_codes(session, [(service_id, rules, mo_id, msisdn)], now=now, rng=rng)
-    if issued is None:
-        raise CodeSpaceExhausted(f"service {service_id}: {MAX_DRAWS} draws all clashed")
-    return issued.id, issued.code, issued.state
 
 
 _CODES: Final = cast(Table, AccessCode.__table__)

@@ -62,7 +62,7 @@ async def queue_mt(
 
 @dataclass(frozen=True, slots=True)
 class NewMt:
-    """An MT to queue with others (:func:`queue_mts`); the fields of :func:`queue_mt`."""
+    """An MT to queue with others (:func:`queue_replies`); the fields of :func:`queue_mt`."""
 
     operator_id: str
     msisdn: str
