@@ -284,14 +284,16 @@ def _now() -> datetime:
 
 @contextlib.asynccontextmanager
 async def process(
-    args: list[str], env: dict[str, str], ready: str, name: str
+    args: list[str], env: dict[str, str], ready: str | None, name: str
 ) -> AsyncIterator[psutil.Process]:
-    """Start a subprocess and wait (bounded) until ``ready`` (a URL) answers."""
+    """Start a subprocess and wait (bounded) until ``ready`` (a URL) answers; without a URL,
+    until it has run for a second without exiting."""
     child = await asyncio.create_subprocess_exec(
         *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     try:
         deadline = time.monotonic() + 60
+        settled_at = time.monotonic() + 1
         async with httpx2.AsyncClient(timeout=1) as client:
             while True:
                 if child.returncode is not None:
@@ -299,9 +301,13 @@ async def process(
                     raise RuntimeError(f"{name} exited: {error.decode()[-2000:]}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{name} did not start in 60 s")
-                with contextlib.suppress(httpx2.TransportError):
-                    if (await client.get(ready)).status_code < 500:
+                if ready is None:
+                    if time.monotonic() > settled_at:
                         break
+                else:
+                    with contextlib.suppress(httpx2.TransportError):
+                        if (await client.get(ready)).status_code < 500:
+                            break
                 await asyncio.sleep(0.1)
         yield psutil.Process(child.pid)
     finally:
@@ -467,21 +473,44 @@ async def bench_e2e(
         "--smpp-port", str(smpp_port), "--http-port", str(sim_http),
         "--inbox-limit", "0", "--log-level", "WARNING",
     ]  # fmt: skip
+    env = gateway_env(url, port)
     try:
-        async with (
-            process(simulator_args, dict(os.environ), f"http://127.0.0.1:{sim_http}/sim/stats",
-                    "simulator") as simulator,
-            process(gateway_args([], profile), gateway_env(url, port),
-                    f"http://127.0.0.1:{port}/healthz", "gateway") as gateway,
-        ):  # fmt: skip
+        async with contextlib.AsyncExitStack() as stack:
+            simulator = await stack.enter_async_context(
+                process(simulator_args, dict(os.environ), f"http://127.0.0.1:{sim_http}/sim/stats",
+                        "simulator")
+            )  # fmt: skip
+            gateways: dict[str, psutil.Process] = {}
+            if args.processes > 1:
+                # The parts `smsgate serve` can run apart (docs/settings.md, "Running"), each in
+                # a process of its own: the API migrates, the others start after it.
+                together = args.processes == 2
+                api_args = ["--no-worker"] if together else ["--no-worker", "--no-links"]
+                api_name = "gateway API+links" if together else "gateway API"
+                gateways[api_name] = await stack.enter_async_context(
+                    process(gateway_args(api_args, profile), env,
+                            f"http://127.0.0.1:{port}/healthz", api_name)
+                )  # fmt: skip
+                if not together:
+                    gateways["gateway links"] = await stack.enter_async_context(
+                        process(gateway_args(["--no-api", "--no-worker", "--no-migrate"], None),
+                                env, None, "gateway links")
+                    )  # fmt: skip
+                gateways["gateway worker"] = await stack.enter_async_context(
+                    process(gateway_args(["--no-api", "--no-links", "--no-migrate"], None), env,
+                            None, "gateway worker")
+                )  # fmt: skip
+            else:
+                gateways["gateway"] = await stack.enter_async_context(
+                    process(gateway_args([], profile), env, f"http://127.0.0.1:{port}/healthz",
+                            "gateway")
+                )  # fmt: skip
             await _wait_bound(sim_http)
             ours = psutil.Process()
             pg_before = postgres_cpu()
-            marks = {
-                "gateway": cpu_seconds(gateway),
-                "simulator": cpu_seconds(simulator),
-                "bench (DLR script)": cpu_seconds(ours),
-            }
+            marks = {name: cpu_seconds(proc) for name, proc in gateways.items()}
+            marks["simulator"] = cpu_seconds(simulator)
+            marks["bench (DLR script)"] = cpu_seconds(ours)
             children = resource.getrusage(resource.RUSAGE_CHILDREN)
             started = time.perf_counter()
             run = await wrk(binary, send_path(port), script, args)
@@ -499,8 +528,8 @@ async def bench_e2e(
                     break
                 await asyncio.sleep(0.2)
             finished = receiver.last_at or time.perf_counter()
-            cpu = {
-                "gateway": cpu_seconds(gateway) - marks["gateway"],
+            cpu = {name: cpu_seconds(proc) - marks[name] for name, proc in gateways.items()}
+            cpu |= {
                 "simulator": cpu_seconds(simulator) - marks["simulator"],
                 "bench (DLR script)": cpu_seconds(ours) - marks["bench (DLR script)"],
                 "postgres": postgres_cpu_since(pg_before) if backend == "postgres" else 0.0,
@@ -515,7 +544,15 @@ async def bench_e2e(
     done = len(receiver.finals)
     wall = finished - started
     rate = done / wall if wall > 0 else 0.0
-    print(f"\n== end to end, {backend} ({args.duration} s of requests, window {args.window}) ==")
+    layout = {
+        1: "one gateway process",
+        2: "API+links and worker in 2 processes",
+        3: "API, links and worker in 3 processes",
+    }[args.processes]
+    print(
+        f"\n== end to end, {backend} ({args.duration} s of requests, window {args.window}, "
+        f"{layout}) =="
+    )
     print(
         f"accepted        {run.requests:,} requests in {run.seconds:.1f} s = {run.rps:,.0f} "
         f"msg/s (p50 {run.p50_us / 1000:.1f} ms, p99 {run.p99_us / 1000:.1f} ms, "
@@ -531,6 +568,10 @@ async def bench_e2e(
     print(f"webhook events  {events}")
     if rate < args.target or args.profile:
         print(f"where the time goes (CPU seconds over {wall:.1f} s of wall time, 2 = both cores):")
+        if args.processes > 1:
+            cpu[f"gateway ({args.processes} processes)"] = sum(
+                v for k, v in cpu.items() if k in gateways
+            )
         for name, seconds in sorted(cpu.items(), key=lambda kv: -kv[1]):
             if seconds:
                 print(
@@ -566,6 +607,13 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=100, help="the link's SMPP window")
     parser.add_argument("--drain", type=int, default=300, help="seconds to wait for callbacks")
     parser.add_argument("--target", type=float, default=1000.0, help="end-to-end msg/s")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        choices=[1, 2, 3],
+        default=1,
+        help="e2e: the gateway as 1 process, 2 (API+links, worker) or 3 (API, links, worker)",
+    )
     parser.add_argument("--profile", action="store_true", help="run the gateway under cProfile")
     parser.add_argument("--profile-dir", help="keep the cProfile output (.prof) in this directory")
     args = parser.parse_args()

@@ -6,6 +6,7 @@ import asyncio
 
 import typer
 
+from smsgate import eventloop
 from smsgate.config import get_settings
 from smsgate.logs import configure_logging
 
@@ -54,7 +55,6 @@ def simulator_command(
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Run the built-in operator simulator: an SMSC over SMPP and its HTTP control API."""
-    import asyncio
 
     from smsgate.domain.config_errors import ConfigError
     from smsgate.logs import configure_logging
@@ -87,7 +87,7 @@ def simulator_command(
     except (OSError, ValueError) as exc:
         typer.echo(f"{config}: {exc}", err=True)
         raise typer.Exit(2) from None
-    asyncio.run(run_simulator(loaded, host=host, smpp_port=smpp_port, http_port=http_port))
+    eventloop.run(run_simulator(loaded, host=host, smpp_port=smpp_port, http_port=http_port))
 
 
 @app.command("apply")
@@ -268,7 +268,9 @@ def serve(
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(run(settings, api=api, worker=worker, links=links, migrate=migrate))
+    eventloop.run(
+        run(settings, api=api, worker=worker, links=links, migrate=migrate), settings.event_loop
+    )
 
 
 @app.command()
@@ -284,4 +286,6 @@ def demo(
 
     settings = get_settings()
     configure_logging(settings.log_level, settings.log_json)
-    asyncio.run(run_demo(DemoOptions(host=host, port=port, database=Path(database))))
+    eventloop.run(
+        run_demo(DemoOptions(host=host, port=port, database=Path(database))), settings.event_loop
+    )

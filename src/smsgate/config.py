@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -38,6 +39,10 @@ class Settings(BaseSettings):
     job_max_attempts: int = 12
     public_url: str = Field(
         default="", description="Base URL merchants use to reach this gateway (for links)."
+    )
+    event_loop: Literal["auto", "asyncio", "uvloop"] = Field(
+        default="auto",
+        description="Event loop of serve/demo/simulator/worker: auto takes uvloop when installed.",
     )
 
 

@@ -14,6 +14,7 @@ import logging
 import signal
 from collections.abc import Callable, Mapping
 
+from smsgate import eventloop
 from smsgate.app import build_runtime
 from smsgate.config import Settings
 from smsgate.runtime import Runtime
@@ -77,7 +78,7 @@ async def _main(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(_main(args))
+    eventloop.run(_main(args))
 
 
 if __name__ == "__main__":
