@@ -13,18 +13,20 @@ a merchant without any service cannot receive one (the attempt fails, logged).
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select, update
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.store.jobs import enqueue, enqueue_many
 from smsgate.store.models import Service, WebhookAttempt, WebhookEvent
-from smsgate.store.row_sets import insert_rows
+from smsgate.store.row_sets import execute, insert_rows, stored_time
 
 DELIVER_KIND: Final = "webhook.deliver"
 _EVENTS = cast(Table, WebhookEvent.__table__)
@@ -319,16 +321,18 @@ class AttemptOutcome:
 
 
 async def record_attempts(session: AsyncSession, outcomes: Sequence[AttemptOutcome]) -> None:
-    """``record_attempt`` for many attempts: one insert into the log, one update of the
-    events' counts and states (a join on the outcomes), one for those that failed."""
+    """``record_attempt`` for many attempts: two statements whatever their number, one insert
+    into the log and one update of the events (their counts, states and delivery times)."""
     if not outcomes:
         return
     for item in outcomes:
         if item.outcome not in (PENDING, DELIVERED, FAILED):
             raise ValueError(f"unknown outcome {item.outcome!r}")
     connection = await session.connection()
-    await connection.execute(
-        insert(_ATTEMPTS),
+    # One JSON parameter per statement, not executemany: see store/row_sets.py.
+    await insert_rows(
+        connection,
+        _ATTEMPTS,
         [
             {
                 "event_id": item.event_id,
@@ -340,47 +344,76 @@ async def record_attempts(session: AsyncSession, outcomes: Sequence[AttemptOutco
             }
             for item in outcomes
         ],
+        columns=_ATTEMPT_COLUMNS,
     )
     # One row per event (a re-sent event can be delivered twice in one batch): the attempts
-    # it made, and when it was delivered if it was. Each kind is one statement run for every
-    # row (executemany: compiled once, one driver call), in id order so that two workers
-    # updating the same events lock them in the same order.
+    # it made, when it was delivered if it was, and whether one of them ended it as failed.
+    # Delivered wins over failed, and failed only ends an event still pending (mark_failed).
     made: dict[str, int] = {}
     delivered_at: dict[str, datetime] = {}
+    failed: set[str] = set()
     for item in outcomes:
         made[item.event_id] = made.get(item.event_id, 0) + 1
         if item.outcome == DELIVERED:
             delivered_at[item.event_id] = item.attempt.at
-    delivered = [
-        {"b_id": event_id, "b_made": made[event_id], "b_at": at}
-        for event_id, at in sorted(delivered_at.items())
-    ]
-    others = [
-        {"b_id": event_id, "b_made": count}
+        elif item.outcome == FAILED:
+            failed.add(item.event_id)
+    dialect = connection.dialect
+    rows = [
+        {
+            "id": event_id,
+            "made": count,
+            "delivered_at": _json_time(dialect, delivered_at.get(event_id)),
+            "failed": event_id in failed,
+        }
+        # In id order, so that two workers updating the same events lock them in one order.
         for event_id, count in sorted(made.items())
-        if event_id not in delivered_at
     ]
-    if delivered:
-        await connection.execute(
-            update(_EVENTS)
-            .where(_EVENTS.c.id == bindparam("b_id"))
-            .values(
-                attempts=_EVENTS.c.attempts + bindparam("b_made"),
-                status=DELIVERED,
-                delivered_at=bindparam("b_at"),
-            ),
-            delivered,
-        )
-    if others:
-        await connection.execute(
-            update(_EVENTS)
-            .where(_EVENTS.c.id == bindparam("b_id"))
-            .values(attempts=_EVENTS.c.attempts + bindparam("b_made")),
-            others,
-        )
-    failed = {item.event_id for item in outcomes if item.outcome == FAILED}
-    if failed:
-        await mark_failed_many(session, failed)
+    sql = _EVENT_OUTCOMES_SQLITE if dialect.name == "sqlite" else _EVENT_OUTCOMES_POSTGRES
+    await execute(connection, sql, (json.dumps(rows, separators=(",", ":")),))
+
+
+def _json_time(dialect: Dialect, value: datetime | None) -> str | None:
+    """A time as the JSON rows of the outcome update carry it (as the column stores it)."""
+    if value is None:
+        return None
+    if dialect.name == "sqlite":
+        return str(stored_time(dialect, value))
+    return value.astimezone(UTC).isoformat()
+
+
+_ATTEMPT_COLUMNS: Final = (
+    "event_id",
+    "at",
+    "status_code",
+    "response_excerpt",
+    "error",
+    "duration_ms",
+)
+
+# The events' side of a batch of attempts, set-wise. Only the status literals are spliced in.
+_EVENT_OUTCOMES_POSTGRES: Final = f"""
+UPDATE webhook_events AS e SET
+    attempts = e.attempts + r.made,
+    status = CASE
+        WHEN r.delivered_at IS NOT NULL THEN '{DELIVERED}'
+        WHEN r.failed AND e.status = '{PENDING}' THEN '{FAILED}'
+        ELSE e.status END,
+    delivered_at = COALESCE(r.delivered_at, e.delivered_at)
+FROM json_to_recordset($1::json) AS r(id text, made int, delivered_at timestamptz, failed boolean)
+WHERE e.id = r.id
+"""  # noqa: S608
+_EVENT_OUTCOMES_SQLITE: Final = f"""
+UPDATE webhook_events SET
+    attempts = webhook_events.attempts + (r.value ->> 'made'),
+    status = CASE
+        WHEN r.value ->> 'delivered_at' IS NOT NULL THEN '{DELIVERED}'
+        WHEN r.value ->> 'failed' AND webhook_events.status = '{PENDING}' THEN '{FAILED}'
+        ELSE webhook_events.status END,
+    delivered_at = COALESCE(r.value ->> 'delivered_at', webhook_events.delivered_at)
+FROM json_each(?) AS r
+WHERE webhook_events.id = r.value ->> 'id'
+"""  # noqa: S608
 
 
 async def mark_failed_many(session: AsyncSession, event_ids: Collection[str]) -> None:
