@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import cProfile
 import os
 import resource
 import socket
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import asyncpg
 import psutil
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, or_, select, text
 
 from smsgate.config import Settings
 from smsgate.domain.signing import new_signing_secret
@@ -235,16 +236,39 @@ class Figures:
     seconds: float
     cpu_seconds: float
     system_seconds: float  # the part of cpu_seconds spent in the kernel (sockets, mostly)
+    server_seconds: float | None = None  # PostgreSQL: its backends serving this database
 
     def line(self) -> str:
         rate = self.callbacks / self.seconds
         per = self.cpu_seconds / self.callbacks * 1000
         kernel = self.system_seconds / self.callbacks * 1000
+        server = ""
+        if self.server_seconds is not None:
+            server = f", PostgreSQL {self.server_seconds / self.callbacks * 1000:.3f} ms"
         return (
             f"{self.label:<28} {self.callbacks:>6} callbacks in {self.seconds:6.2f} s: "
             f"{rate:7.0f}/s, worker CPU {per:.3f} ms per callback ({kernel:.3f} in the kernel; "
-            f"{self.cpu_seconds / self.seconds * 100:.0f}% of a core)"
+            f"{self.cpu_seconds / self.seconds * 100:.0f}% of a core){server}"
         )
+
+
+async def _backends(runtime: Runtime) -> list[int]:
+    """The pids of the PostgreSQL backends connected to this database now (the worker's pool;
+    a ``--rate`` producer that has exited is not among them); none on SQLite."""
+    if runtime.engine.dialect.name != "postgresql":
+        return []
+    statement = text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+    async with runtime.sessions() as session:
+        return [int(pid) for pid in (await session.execute(statement)).scalars()]
+
+
+def _backends_cpu(pids: list[int]) -> dict[int, float]:
+    found = {}
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            times = psutil.Process(pid).cpu_times()
+            found[pid] = times.user + times.system
+    return found
 
 
 def _system_seconds() -> float:
@@ -275,6 +299,10 @@ async def bench_worker(backend: str, args: argparse.Namespace) -> Figures:
                     await queue_callbacks(runtime, url, args.callbacks)
                 sender = WebhookSender(runtime, per_origin=args.per_host)
                 worker = Worker(runtime, {DELIVER_KIND: sender}, batch_size=args.batch_size)
+                server_before = _backends_cpu(await _backends(runtime))
+                profiler = cProfile.Profile() if args.profile else None
+                if profiler is not None:
+                    profiler.enable()
                 cpu, wall, kernel = time.process_time(), time.monotonic(), _system_seconds()
                 task = asyncio.create_task(worker.run())
                 try:
@@ -292,12 +320,19 @@ async def bench_worker(backend: str, args: argparse.Namespace) -> Figures:
                         await producer.wait()
                 cpu, wall = time.process_time() - cpu, time.monotonic() - wall
                 kernel = _system_seconds() - kernel
+                if profiler is not None:
+                    profiler.disable()
+                    profiler.dump_stats(f"{args.profile}.{backend}")
+                # Backends that connected meanwhile count whole; the pool keeps its backends.
+                server_after = _backends_cpu(await _backends(runtime))
+                server = sum(t - server_before.get(pid, 0.0) for pid, t in server_after.items())
             finally:
                 await engine.dispose()
     label = f"worker {backend}" + (f" ({args.fail_ratio:.0%} fail)" if args.fail_ratio else "")
     if args.rate:
         label += f" @{args.rate:g}/s x{args.per_commit}"
-    return Figures(label, args.callbacks, wall, cpu, kernel)
+    server_seconds = server if backend.startswith("postgres") else None
+    return Figures(label, args.callbacks, wall, cpu, kernel, server_seconds)
 
 
 async def bench_client(args: argparse.Namespace) -> Figures:
@@ -349,6 +384,9 @@ def main() -> None:
         "--rate", type=float, default=0.0, help="queue while the worker runs, this many a second"
     )
     parser.add_argument("--per-commit", type=int, default=10, help="with --rate: per transaction")
+    parser.add_argument(
+        "--profile", metavar="PATH", help="cProfile the worker's run into PATH.<backend>"
+    )
     parser.add_argument("--produce", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
