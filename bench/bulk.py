@@ -467,7 +467,8 @@ async def bench_e2e(
     smpp_port, sim_http = free_port(), free_port()
     await provision(url, smpp_port=smpp_port, window=args.window, dlr_url=receiver.url)
     port = free_port()
-    profile = workdir / f"gateway-{backend}.prof" if args.profile else None
+    keep = Path(args.profile_dir) if args.profile_dir else workdir
+    profile = keep / f"gateway-{backend}.prof" if args.profile else None
     simulator_args = [
         sys.executable, "-m", "smsgate", "simulator", "--config", str(config),
         "--smpp-port", str(smpp_port), "--http-port", str(sim_http),

@@ -68,6 +68,9 @@ S = CommandStatus
 # SMPP 3.4 §5.1.3: the SMSC is overloaded or rate-limits us: the message was not taken.
 TEMPORARY: Final = frozenset({S.ESME_RTHROTTLED, S.ESME_RMSGQFUL, S.ESME_RX_T_APPN})
 IDLE_POLL_SECONDS: Final = 1.0
+CLAIM_GATHER_SECONDS: Final = 0.02
+"""After a claim that found less than a full batch, the next waits this long since it: MTs
+accepted one by one gather into one claim (a transaction) instead of one claim each."""
 _MT = cast(Table, MtMessage.__table__)
 
 
@@ -212,6 +215,7 @@ class Submitter:
         limit = self.settings.claim_batch
         self._state.in_flight = lambda: session.outstanding
         prefetch: asyncio.Task[list[ClaimedMt]] | None = None
+        loop = asyncio.get_running_loop()
         try:
             while not stopping.is_set() and not session.closed:
                 if prefetch is not None:
@@ -225,7 +229,13 @@ class Submitter:
                 if len(batch) == limit:
                     # More is waiting: claim the next batch while this one goes out.
                     prefetch = asyncio.create_task(self.claim(limit))
+                    await self._send_batch(session, stopping, batch)
+                    continue
+                claimed_at = loop.time()
                 await self._send_batch(session, stopping, batch)
+                rest = claimed_at + CLAIM_GATHER_SECONDS - loop.time()
+                if rest > 0 and not stopping.is_set():
+                    await asyncio.sleep(rest)
         finally:
             if prefetch is not None:
                 batch = await _result_or_empty(prefetch)
