@@ -26,6 +26,7 @@ import httpx2
 
 from smsgate.domain.url_safety import UnsafeUrlError, check_address
 from smsgate.worker.asyncio_stream import AsyncioBackend
+from smsgate.worker.http11 import CallbackConnection
 
 USER_AGENT = "smsgate-webhooks/1"
 
@@ -101,7 +102,7 @@ class _Origin:
 
     def __init__(self, limit: int) -> None:
         self.slots = asyncio.Semaphore(limit)
-        self.idle: list[httpcore2.AsyncHTTP11Connection] = []
+        self.idle: list[CallbackConnection] = []
         self.last_used = time.monotonic()
         self.users = 0  # requests sending or waiting for a slot
 
@@ -113,9 +114,9 @@ class CallbackConnections:
     one merchant cannot take every connection and a burst of callbacks to it reuses a few
     warm connections. New connections go through ``PublicOnlyBackend`` (unless
     ``allow_private``): the address check happens when connecting, as before. The protocol is
-    httpcore2's HTTP/1.1 connection (h11); this class only hands connections out and takes
-    them back, which costs less than httpcore2's general pool (no scan of every connection
-    on every request).
+    ``http11.CallbackConnection`` (not h11: see there); this class only hands connections out
+    and takes them back, which costs less than httpcore2's general pool (no scan of every
+    connection on every request).
     """
 
     def __init__(
@@ -152,6 +153,7 @@ class CallbackConnections:
         then). httpcore2's errors (``ConnectError``, ...) and ``UnsafeUrlError`` pass through;
         the whole exchange running late raises ``TimeoutError``."""
         url = request.url
+        content = b"".join([chunk async for chunk in request.stream])  # type: ignore[union-attr]
         key = (url.scheme, url.host, url.port or 0)
         origin = self._origins.get(key)
         if origin is None:
@@ -167,15 +169,10 @@ class CallbackConnections:
                     if connection is None:
                         connection = await self._connect(url.origin)
                     try:
-                        response = await connection.handle_async_request(request)
-                        body = bytearray()
-                        try:
-                            async for chunk in response.stream:  # type: ignore[union-attr]
-                                body += chunk
-                                if len(body) >= limit:
-                                    break  # the rest is dropped with the connection
-                        finally:
-                            await response.aclose()
+                        status, body = await connection.exchange(
+                            request.method, request.url.target, request.headers, content,
+                            limit=limit,
+                        )  # fmt: skip
                     except BaseException:
                         await connection.aclose()
                         raise
@@ -186,9 +183,9 @@ class CallbackConnections:
         finally:
             origin.users -= 1
         self._sweep_now_and_then()
-        return Answer(status=response.status, body=bytes(body))
+        return Answer(status=status, body=body)
 
-    def _idle_connection(self, origin: _Origin) -> httpcore2.AsyncHTTP11Connection | None:
+    def _idle_connection(self, origin: _Origin) -> CallbackConnection | None:
         while origin.idle:
             connection = origin.idle.pop()
             if connection.has_expired():  # idle too long, or the merchant closed it
@@ -197,7 +194,7 @@ class CallbackConnections:
             return connection
         return None
 
-    async def _connect(self, origin: httpcore2.Origin) -> httpcore2.AsyncHTTP11Connection:
+    async def _connect(self, origin: httpcore2.Origin) -> CallbackConnection:
         # No timeouts of their own: request() bounds the whole exchange, connecting included.
         host = origin.host.decode("ascii")
         stream = await self._backend.connect_tcp(host, origin.port)
@@ -207,9 +204,7 @@ class CallbackConnections:
             except BaseException:
                 await stream.aclose()
                 raise
-        return httpcore2.AsyncHTTP11Connection(
-            origin=origin, stream=stream, keepalive_expiry=self._keepalive
-        )
+        return CallbackConnection(stream, keepalive_seconds=self._keepalive)
 
     def _tls(self) -> ssl.SSLContext:
         if self._ssl_context is None:
@@ -247,7 +242,7 @@ class CallbackConnections:
 _closing: set[asyncio.Task[None]] = set()
 
 
-def _close_soon(connection: httpcore2.AsyncHTTP11Connection) -> None:
+def _close_soon(connection: CallbackConnection) -> None:
     task = asyncio.get_running_loop().create_task(connection.aclose())
     _closing.add(task)
     task.add_done_callback(_closing.discard)
