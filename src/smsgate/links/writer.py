@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, update
+from sqlalchemy import Table, bindparam, delete, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from smsgate.domain.clock import Clock
@@ -23,6 +23,7 @@ from smsgate.links.sqlite_batches import PartRow
 from smsgate.links.state import LinkState
 from smsgate.services.dlr import apply_early_receipts, notify_submit_outcomes
 from smsgate.store.models import MtMessage, MtPart
+from smsgate.store.row_sets import insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -237,8 +238,11 @@ class ResultWriter:
 async def _insert_parts(
     connection: AsyncConnection, operator_id: str, parts: list[PartRow], now: datetime
 ) -> None:
-    await connection.execute(
-        insert(_PARTS),
+    # One statement with one JSON parameter: executemany would have PostgreSQL run (and
+    # maintain the indexes for) one execution per row.
+    await insert_rows(
+        connection,
+        _PARTS,
         [
             {
                 "mt_id": mt_id,
@@ -252,7 +256,20 @@ async def _insert_parts(
             }
             for mt_id, part_no, message_id, status, error, sent in parts
         ],
+        columns=_PART_COLUMNS,
     )
+
+
+_PART_COLUMNS: Final = (
+    "mt_id",
+    "part_no",
+    "operator_id",
+    "operator_message_id",
+    "status",
+    "error_code",
+    "submitted_at",
+    "done_at",
+)
 
 
 def _chunks(items: list[Any]) -> list[list[Any]]:
