@@ -18,7 +18,7 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import httpcore2
@@ -148,13 +148,31 @@ class CallbackConnections:
         limit: int,
         on_start: Callable[[], None] | None = None,
     ) -> Answer:
-        """Send ``request`` and read up to ``limit`` bytes of the answer, all within
+        """``send`` for an httpcore2 request."""
+        url = request.url
+        content = b"".join([chunk async for chunk in request.stream])  # type: ignore[union-attr]
+        return await self.send(
+            url.origin, request.method, url.target, request.headers, content,
+            timeout_seconds=timeout_seconds, limit=limit, on_start=on_start,
+        )  # fmt: skip
+
+    async def send(
+        self,
+        target_origin: httpcore2.Origin,
+        method: bytes,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        content: bytes,
+        *,
+        timeout_seconds: float,
+        limit: int,
+        on_start: Callable[[], None] | None = None,
+    ) -> Answer:
+        """Send a request and read up to ``limit`` bytes of the answer, all within
         ``timeout_seconds`` from the moment a connection slot is free (``on_start`` is called
         then). httpcore2's errors (``ConnectError``, ...) and ``UnsafeUrlError`` pass through;
         the whole exchange running late raises ``TimeoutError``."""
-        url = request.url
-        content = b"".join([chunk async for chunk in request.stream])  # type: ignore[union-attr]
-        key = (url.scheme, url.host, url.port or 0)
+        key = (target_origin.scheme, target_origin.host, target_origin.port)
         origin = self._origins.get(key)
         if origin is None:
             origin = self._origins[key] = _Origin(self._per_origin)
@@ -167,12 +185,11 @@ class CallbackConnections:
                 async with asyncio.timeout(timeout_seconds):
                     connection = self._idle_connection(origin)
                     if connection is None:
-                        connection = await self._connect(url.origin)
+                        connection = await self._connect(target_origin)
                     try:
                         status, body = await connection.exchange(
-                            request.method, request.url.target, request.headers, content,
-                            limit=limit,
-                        )  # fmt: skip
+                            method, target, headers, content, limit=limit
+                        )
                     except BaseException:
                         await connection.aclose()
                         raise

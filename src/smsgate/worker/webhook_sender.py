@@ -211,8 +211,9 @@ class WebhookSender:
         try:
             # One bound on the whole exchange (connecting included), so a merchant that
             # trickles its answer cannot hold a slot for long.
-            answer = await self._pool().request(
-                request.to_core(), timeout_seconds=timeout, limit=MAX_RESPONSE_BYTES,
+            answer = await self._pool().send(
+                request.origin, request.method_bytes, request.target, request.wire_headers(),
+                request.content, timeout_seconds=timeout, limit=MAX_RESPONSE_BYTES,
                 on_start=start,
             )  # fmt: skip
         except UnsafeUrlError as exc:
@@ -287,6 +288,13 @@ class CallbackRequest:
     content: bytes
     origin: httpcore2.Origin
     target: bytes
+
+    @property
+    def method_bytes(self) -> bytes:
+        return self.method.encode("ascii")
+
+    def wire_headers(self) -> list[tuple[bytes, bytes]]:
+        return [(k.encode("ascii"), v.encode("latin-1")) for k, v in self.headers.items()]
 
     def to_core(self) -> httpcore2.Request:
         """The request for ``CallbackConnections.request`` (which bounds the whole exchange,
