@@ -21,6 +21,7 @@ it, ids are compared exactly as received (SMPP 3.4 says they are opaque C-Octet 
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -58,6 +59,7 @@ _KEYS: Final = {
 _FIELD = re.compile(
     r"(?i)(?:^|\s)(id|sub|dlvrd|submit[ _]?date|done[ _]?date|stat|err|text)\s*:\s*"
 )
+_SPACES: Final = re.compile(r"\s+")
 _HEX_ID: Final = re.compile(r"[0-9A-Fa-f]+")
 _DEC_ID: Final = re.compile(r"[0-9]+")
 # Ids longer than this are not numbers anybody generates: keep them as strings.
@@ -86,7 +88,9 @@ def parse_receipt_text(text: str) -> ReceiptText | None:
     marks = list(_FIELD.finditer(text))
     values: dict[str, str] = {}
     for index, mark in enumerate(marks):
-        key = re.sub(r"\s+", " ", mark.group(1).lower())
+        key = mark.group(1).lower()
+        if key not in _KEYS and key != "text":
+            key = _SPACES.sub(" ", key)
         if key == "text":
             values["text"] = text[mark.end() :]
             break
@@ -110,16 +114,22 @@ def parse_receipt_text(text: str) -> ReceiptText | None:
     )
 
 
+@functools.lru_cache(maxsize=256)
 def parse_receipt_date(value: str) -> datetime | None:
-    """``YYMMDDhhmm`` or ``YYMMDDhhmmss`` (Appendix B; the SMSC's local time, taken as UTC)."""
+    """``YYMMDDhhmm`` or ``YYMMDDhhmmss`` (Appendix B; the SMSC's local time, taken as UTC).
+
+    Cached: a busy link's receipts carry the same few minutes, and strptime is slow."""
     value = value.strip()
     for pattern in ("%y%m%d%H%M%S", "%y%m%d%H%M"):
-        if len(value) == len(datetime(2000, 1, 1).strftime(pattern)):
+        if len(value) == _DATE_LENGTHS[pattern]:
             try:
                 return datetime.strptime(value, pattern).replace(tzinfo=UTC)
             except ValueError:
                 return None
     return None
+
+
+_DATE_LENGTHS: Final = {"%y%m%d%H%M%S": 12, "%y%m%d%H%M": 10}
 
 
 def _as_number(value: str, base: int) -> str | None:
