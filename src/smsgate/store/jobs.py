@@ -26,6 +26,8 @@ Each function works in the session it is given and never commits.
 
 from __future__ import annotations
 
+import functools
+import json
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -40,7 +42,7 @@ from sqlalchemy.orm import Session
 from smsgate.domain.backoff import DEFAULT_RETRY, RetryPolicy
 from smsgate.metrics import OUTBOX_DEPTH, OUTBOX_OLDEST_AGE
 from smsgate.store.models import Job
-from smsgate.store.row_sets import insert_rows
+from smsgate.store.row_sets import execute, insert_rows, stored_time
 
 QUEUED: Final = "queued"
 RUNNING: Final = "running"
@@ -375,46 +377,54 @@ class Failure:
     permanent: bool = False
 
 
-def _claim_groups(claims: Sequence[ClaimedJob]) -> list[Any]:
-    """Conditions that each match a group of claims still held: ``(locked_by, attempts)``
-    names a claim, and the jobs of a batch mostly share both, so a batch takes one or a few
-    ``id IN (...)`` statements (whose compiled form is cached) rather than one per job."""
+def _claim_groups(claims: Sequence[ClaimedJob]) -> dict[tuple[str, int], list[int]]:
+    """The claims' ids by ``(locked_by, attempts)``, which names a claim: the jobs of a batch
+    mostly share both, so a batch takes one or a few statements rather than one per job."""
     groups: dict[tuple[str, int], list[int]] = {}
     for job in claims:
         groups.setdefault((job.worker_id, job.attempt), []).append(job.id)
-    return [
-        and_(
-            Job.id.in_(ids),
-            Job.status == RUNNING,
-            Job.locked_by == worker_id,
-            Job.attempts == attempt,
-        )
-        for (worker_id, attempt), ids in groups.items()
-    ]
+    return groups
 
 
 async def _update_claims(
-    session: AsyncSession, claims: Sequence[ClaimedJob], values: dict[str, Any]
+    session: AsyncSession, claims: Sequence[ClaimedJob], sets: str, values: Sequence[Any]
 ) -> set[int]:
+    """``UPDATE jobs SET <sets>`` for the claims still held. ``sets`` numbers its parameters
+    from 4 (``{4}``, ``{5}``...) and ``values`` fills them; the ids travel as one parameter
+    (an array on PostgreSQL, a JSON array on SQLite), so the statement's text is the same
+    whatever the batch's size and PostgreSQL parses and plans it once per connection."""
+    if not claims:
+        return set()
+    connection = await session.connection()
+    dialect = connection.dialect
+    sql = _claims_sql(dialect.name, sets)
+    stored = tuple(stored_time(dialect, v) if isinstance(v, datetime) else v for v in values)
     touched: set[int] = set()
-    for condition in _claim_groups(claims):
-        result = await session.execute(
-            update(Job)
-            .where(condition)
-            .values(**values)
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
-        )
-        touched.update(int(job_id) for job_id in result.scalars())
+    for (worker_id, attempt), ids in _claim_groups(claims).items():
+        id_list: Any = json.dumps(ids) if dialect.name == "sqlite" else ids
+        rows = await execute(connection, sql, (id_list, worker_id, attempt, *stored))
+        touched.update(int(row[0]) for row in rows)
     return touched
+
+
+@functools.lru_cache(maxsize=16)
+def _claims_sql(dialect_name: str, sets: str) -> str:
+    mark = "?" if dialect_name == "sqlite" else "$"
+    ids = "IN (SELECT value FROM json_each(?1))" if mark == "?" else "= ANY($1::bigint[])"
+    numbered = sets.format(*(f"{mark}{n}" for n in range(10)))
+    # Only fixed fragments of this module are spliced in; values are bound.
+    return (
+        f"UPDATE jobs SET {numbered} WHERE id {ids} AND status = '{RUNNING}' "  # noqa: S608
+        f"AND locked_by = {mark}2 AND attempts = {mark}3 RETURNING id"
+    )
 
 
 async def complete_many(
     session: AsyncSession, claims: Sequence[ClaimedJob], *, now: datetime
 ) -> set[int]:
     """``complete`` for many claims; returns the ids that were still ours."""
-    values = {"status": DONE, "locked_by": None, "lease_until": None, "updated_at": now}
-    return await _update_claims(session, claims, values)
+    sets = f"status = '{DONE}', locked_by = NULL, lease_until = NULL, updated_at = {{4}}"
+    return await _update_claims(session, claims, sets, (now,))
 
 
 async def fail_many(
@@ -478,23 +488,21 @@ async def extend_leases(
     session: AsyncSession, claims: Sequence[ClaimedJob], *, lease_seconds: float, now: datetime
 ) -> set[int]:
     """``extend_lease`` for many claims; returns the ids still ours."""
-    values = {"lease_until": now + timedelta(seconds=lease_seconds), "updated_at": now}
-    return await _update_claims(session, claims, values)
+    lease_until = now + timedelta(seconds=lease_seconds)
+    return await _update_claims(
+        session, claims, "lease_until = {4}, updated_at = {5}", (lease_until, now)
+    )
 
 
 async def release_many(
     session: AsyncSession, claims: Sequence[ClaimedJob], *, now: datetime
 ) -> set[int]:
     """``release`` for many claims; returns the ids given back."""
-    values = {
-        "status": QUEUED,
-        "locked_by": None,
-        "lease_until": None,
-        "attempts": Job.attempts - 1,
-        "run_at": now,
-        "updated_at": now,
-    }
-    return await _update_claims(session, claims, values)
+    sets = (
+        f"status = '{QUEUED}', locked_by = NULL, lease_until = NULL, attempts = attempts - 1, "
+        "run_at = {4}, updated_at = {4}"
+    )
+    return await _update_claims(session, claims, sets, (now,))
 
 
 async def requeue_dead(session: AsyncSession, job_id: int, *, now: datetime) -> bool:
