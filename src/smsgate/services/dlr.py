@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import DateTime, Table, bindparam, insert, select
+from sqlalchemy import DateTime, Table, bindparam, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -125,17 +125,25 @@ async def receive_receipts(
 async def _store_reports(connection: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
     """Insert the reports; their ids, in order."""
     if connection.dialect.name != "sqlite":
-        result = await connection.execute(
-            insert(_REPORTS).returning(_REPORTS.c.id, sort_by_parameter_order=True), rows
+        # One statement text whatever the batch's size (SQLAlchemy's multi-row VALUES differs
+        # with the row count, so PostgreSQL parsed and planned each batch afresh). The rows
+        # are inserted in their order and take ids from the sequence in that order, so the
+        # ids sorted are the rows' ids in order.
+        packed = json.dumps(
+            [[r[name] for name in _REPORT_FIELDS] for r in rows],
+            separators=(",", ":"),
         )
-        return list(result.scalars())
+        result = await connection.exec_driver_sql(
+            _POSTGRES_INSERT_REPORTS, (rows[0]["received_at"], packed)
+        )
+        return sorted(int(row[0]) for row in result.all())
     # On SQLite the rows go as one JSON parameter (store/row_sets.py), and no RETURNING: its
     # rows are fetched one at a time, each handing the GIL back and forth with the event loop.
     # The ids are consecutive instead: the statement inserts the rows in order, each taking
     # the next rowid, and no other writer can come in between (BEGIN IMMEDIATE).
     received_at = _sqlite_time(connection.dialect, rows[0]["received_at"])
     packed = json.dumps(
-        [[r[name] for name in _SQLITE_REPORT_FIELDS] for r in rows],
+        [[r[name] for name in _REPORT_FIELDS] for r in rows],
         separators=(",", ":"),
     )
     result = await connection.exec_driver_sql(_SQLITE_INSERT_REPORTS, (received_at, packed))
@@ -144,7 +152,7 @@ async def _store_reports(connection: AsyncConnection, rows: list[dict[str, Any]]
     return list(range(last - len(rows) + 1, last + 1))
 
 
-_SQLITE_REPORT_FIELDS: Final = (
+_REPORT_FIELDS: Final = (
     "operator_id",
     "operator_message_id",
     "mt_part_id",
@@ -156,6 +164,15 @@ _SQLITE_INSERT_REPORTS: Final = (
     "INSERT INTO delivery_reports (operator_id, operator_message_id, mt_part_id, state, "
     "error_code, received_at, raw) SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2, "
     "r.value ->> 3, r.value ->> 4, ?, r.value -> 5 FROM json_each(?) AS r"
+)
+
+
+_POSTGRES_INSERT_REPORTS: Final = (
+    "INSERT INTO delivery_reports (operator_id, operator_message_id, mt_part_id, state, "
+    "error_code, received_at, raw) SELECT r.value ->> 0, r.value ->> 1, "
+    "(r.value ->> 2)::bigint, r.value ->> 3, r.value ->> 4, $1, r.value -> 5 "
+    "FROM json_array_elements($2::json) WITH ORDINALITY AS r(value, position) "
+    "ORDER BY r.position RETURNING id"
 )
 
 
