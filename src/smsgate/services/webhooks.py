@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import String, Table, any_, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -273,7 +274,7 @@ async def load_deliveries(session: AsyncSession, event_ids: Collection[str]) -> 
                 Service.signing_secret,
             )
             .outerjoin(Service, Service.id == WebhookEvent.service_id)
-            .where(WebhookEvent.id.in_(set(event_ids)))
+            .where(_one_of(session, WebhookEvent.id, set(event_ids)))
         )
     ).all()
     merchant_level = {row.merchant_id for row in rows if row.service_id is None}
@@ -309,6 +310,15 @@ async def load_deliveries(session: AsyncSession, event_ids: Collection[str]) -> 
             created_at=row.created_at,
         )
     return deliveries
+
+
+def _one_of(session: AsyncSession, column: Any, values: Collection[str]) -> Any:
+    """``column IN values``; on PostgreSQL as ``= ANY(array)``, one parameter, so that the
+    statement is the same whatever the number of values (parsed and planned once per
+    connection, not once per batch size)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam("ids", list(values), type_=postgresql.ARRAY(String)))
+    return column.in_(values)
 
 
 @dataclass(frozen=True)
