@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, bindparam, delete, update
+from sqlalchemy import BigInteger, Table, any_, bindparam, delete, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker
 
 from smsgate.domain.clock import Clock
@@ -43,6 +44,15 @@ _FINAL_UPDATE = (
         error_code=bindparam("b_error"),
         updated_at=bindparam("b_now"),
     )
+)
+# One array parameter: the same statement text (and prepared statement) for every batch.
+_SUBMITTED_UPDATE = (
+    update(_MT)
+    .where(
+        _MT.c.id == any_(bindparam("b_ids", type_=ARRAY(BigInteger))),
+        _MT.c.status == "submitting",
+    )
+    .values(status="submitted", error_code="", updated_at=bindparam("b_now"))
 )
 _REQUEUE_UPDATE = (
     update(_MT)
@@ -215,12 +225,8 @@ class ResultWriter:
                     await _insert_parts(connection, op, parts, now)
             if submitted and sqlite:
                 await sqlite_batches.mark_submitted(connection, submitted, now)
-            for chunk in _chunks(submitted) if not sqlite else ():
-                await connection.execute(
-                    update(_MT)
-                    .where(_MT.c.id.in_(chunk), _MT.c.status == "submitting")
-                    .values(status="submitted", error_code="", updated_at=now)
-                )
+            if submitted and not sqlite:
+                await connection.execute(_SUBMITTED_UPDATE, {"b_ids": submitted, "b_now": now})
             if finals:
                 await connection.execute(_FINAL_UPDATE, finals)
             if requeued:
