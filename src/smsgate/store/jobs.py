@@ -31,10 +31,10 @@ import json
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, and_, bindparam, delete, event, func, or_, select, update
+from sqlalchemy import Table, and_, delete, event, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -440,6 +440,8 @@ async def fail_many(
     as it is, though it is listed too)."""
     if not failures:
         return {}
+    connection = await session.connection()
+    dialect = connection.dialect
     rows = []
     statuses: dict[int, str] = {}
     for failure in failures:
@@ -455,33 +457,42 @@ async def fail_many(
                 "b_attempts": job.attempt,
                 "b_worker": job.worker_id,
                 "b_status": status,
-                "b_run_at": run_at,
+                "b_run_at": _json_time(dialect, run_at),
                 "b_error": failure.error[:MAX_ERROR_CHARS],
             }
         )
-    # Each row has its own status, time and error: one statement run for every row
-    # (executemany: compiled once, one driver call).
-    statement = (
-        update(Job)
-        .where(
-            Job.id == bindparam("b_id"),
-            Job.attempts == bindparam("b_attempts"),
-            Job.locked_by == bindparam("b_worker"),
-            Job.status == RUNNING,
-        )
-        .values(
-            status=bindparam("b_status"),
-            run_at=bindparam("b_run_at"),
-            last_error=bindparam("b_error"),
-            locked_by=None,
-            lease_until=None,
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+    # Each row has its own status, time and error: they travel as one JSON parameter and
+    # one statement updates them all (see store/row_sets.py).
+    sql = _FAIL_MANY_SQLITE if dialect.name == "sqlite" else _FAIL_MANY_POSTGRES
+    await execute(
+        connection,
+        sql,
+        (json.dumps(rows, separators=(",", ":")), stored_time(dialect, now)),
     )
-    connection = await session.connection()
-    await connection.execute(statement, rows)
     return statuses
+
+
+def _json_time(dialect: Any, value: datetime) -> str:
+    if dialect.name == "sqlite":
+        return str(stored_time(dialect, value))
+    return value.astimezone(UTC).isoformat()
+
+
+_FAIL_MANY_POSTGRES: Final = f"""
+UPDATE jobs SET status = r.b_status, run_at = r.b_run_at, last_error = r.b_error,
+    locked_by = NULL, lease_until = NULL, updated_at = $2
+FROM json_to_recordset($1::json) AS r(
+    b_id bigint, b_attempts int, b_worker text, b_status text, b_run_at timestamptz, b_error text)
+WHERE jobs.id = r.b_id AND jobs.attempts = r.b_attempts AND jobs.locked_by = r.b_worker
+    AND jobs.status = '{RUNNING}'
+"""  # noqa: S608
+_FAIL_MANY_SQLITE: Final = f"""
+UPDATE jobs SET status = r.value ->> 'b_status', run_at = r.value ->> 'b_run_at',
+    last_error = r.value ->> 'b_error', locked_by = NULL, lease_until = NULL, updated_at = ?2
+FROM json_each(?1) AS r
+WHERE jobs.id = r.value ->> 'b_id' AND jobs.attempts = r.value ->> 'b_attempts'
+    AND jobs.locked_by = r.value ->> 'b_worker' AND jobs.status = '{RUNNING}'
+"""  # noqa: S608
 
 
 async def extend_leases(
