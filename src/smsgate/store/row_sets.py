@@ -112,7 +112,17 @@ def _payload(
     times = [name for name in columns if isinstance(table.c[name].type, UTCDateTime)]
     if times:
         store = _time_storer(dialect)
-        rows = [{**row, **{name: store(row[name]) for name in times}} for row in rows]
+        # A batch's rows mostly share one or two moments ("now"): convert each once.
+        stored: dict[Any, Any] = {}
+
+        def convert(value: Any) -> Any:
+            try:
+                return stored[value]
+            except KeyError:
+                result = stored[value] = store(value)
+                return result
+
+        rows = [{**row, **{name: convert(row[name]) for name in times}} for row in rows]
     return json.dumps(rows, separators=(",", ":"))
 
 
