@@ -142,7 +142,7 @@ class WebhookSender:
                 expired.append(event_id)
                 reason = f"not delivered within {max_age}; given up"
                 settled.append((job, JobOutcome(reason, permanent=True)))
-                WEBHOOK_ATTEMPTS.labels(event_type=delivery.event_type, outcome="expired").inc()
+                _attempts_counter(delivery.event_type, "expired").inc()
             else:
                 to_send.append((job, delivery))
         if settled:
@@ -179,10 +179,8 @@ class WebhookSender:
             final = permanent or last
             event_outcome = webhooks.FAILED if final else webhooks.PENDING
             job_outcome = JobOutcome(reason, permanent=final)
-        WEBHOOK_ATTEMPTS.labels(
-            event_type=delivery.event_type,
-            outcome="delivered" if delivered else ("failed" if permanent else "retry"),
-        ).inc()
+        outcome = "delivered" if delivered else ("failed" if permanent else "retry")
+        _attempts_counter(delivery.event_type, outcome).inc()
         return job, AttemptOutcome(delivery.event_id, attempt, event_outcome), job_outcome
 
     async def _attempt(self, delivery: Delivery) -> tuple[AttemptRecord, bool]:
@@ -259,6 +257,20 @@ class _OneJob:
                 await write(session)
         for _, outcome in outcomes:
             self.outcome = outcome
+
+
+_counters: dict[tuple[str, str], Any] = {}
+
+
+def _attempts_counter(event_type: str, outcome: str) -> Any:
+    # labels() looks the child up under a lock each time; the few children are kept here.
+    counter = _counters.get((event_type, outcome))
+    if counter is None:
+        if len(_counters) >= _CACHE_LIMIT:
+            _counters.clear()
+        counter = WEBHOOK_ATTEMPTS.labels(event_type=event_type, outcome=outcome)
+        _counters[(event_type, outcome)] = counter
+    return counter
 
 
 def _record(logged: list[AttemptOutcome]) -> BatchWrite:
