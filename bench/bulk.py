@@ -170,19 +170,28 @@ def cpu_seconds(process: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def postgres_cpu() -> dict[int, float]:
-    """CPU seconds of each PostgreSQL process, by pid."""
+def database_name(url: str) -> str:
+    return url.rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+def postgres_cpu(database: str) -> dict[int, float]:
+    """CPU seconds of each PostgreSQL backend serving ``database``, by pid (a backend's
+    process title names its database): other work on the server does not count."""
     found: dict[int, float] = {}
-    for process in psutil.process_iter(["name"]):
-        if (process.info.get("name") or "").startswith("postgres"):
+    for process in psutil.process_iter(["name", "cmdline"]):
+        if not (process.info.get("name") or "").startswith("postgres"):
+            continue
+        title = " ".join(process.info.get("cmdline") or ())
+        if f" {database} " in f" {title} ":
             found[process.pid] = cpu_seconds(process)
     return found
 
 
-def postgres_cpu_since(before: dict[int, float]) -> float:
+def postgres_cpu_since(database: str, before: dict[int, float]) -> float:
     """PostgreSQL's CPU since ``before``: backends that started meanwhile count whole, and
     those that ended meanwhile are lost (the gateway's pool keeps its backends)."""
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in postgres_cpu().items())
+    now = postgres_cpu(database)
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in now.items())
 
 
 # --- the merchant's DLR script ---------------------------------------------------------------
@@ -423,13 +432,15 @@ async def bench_accept(
         warm = argparse.Namespace(**{**vars(args), "duration": 2})
         await wrk(binary, send_path(port), script, warm)
         before_mts = await settled_count(url)
-        before_cpu, before_pg = cpu_seconds(gateway), postgres_cpu()
+        before_cpu, before_pg = cpu_seconds(gateway), postgres_cpu(database_name(url))
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         run = await wrk(binary, send_path(port), script, args)
         used = cpu_seconds(gateway) - before_cpu
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
-        pg_used = postgres_cpu_since(before_pg) if backend == "postgres" else 0.0
+        pg_used = (
+            postgres_cpu_since(database_name(url), before_pg) if backend == "postgres" else 0.0
+        )
         stored = await settled_count(url) - before_mts
     print(f"\n== accept, {backend} ==")
     print(
@@ -508,7 +519,7 @@ async def bench_e2e(
                 )  # fmt: skip
             await _wait_bound(sim_http)
             ours = psutil.Process()
-            pg_before = postgres_cpu()
+            pg_before = postgres_cpu(database_name(url))
             marks = {name: cpu_seconds(proc) for name, proc in gateways.items()}
             marks["simulator"] = cpu_seconds(simulator)
             marks["bench (DLR script)"] = cpu_seconds(ours)
@@ -533,7 +544,9 @@ async def bench_e2e(
             cpu |= {
                 "simulator": cpu_seconds(simulator) - marks["simulator"],
                 "bench (DLR script)": cpu_seconds(ours) - marks["bench (DLR script)"],
-                "postgres": postgres_cpu_since(pg_before) if backend == "postgres" else 0.0,
+                "postgres": postgres_cpu_since(database_name(url), pg_before)
+                if backend == "postgres"
+                else 0.0,
                 "wrk": wrk_cpu,
             }
             async with httpx2.AsyncClient() as client:
