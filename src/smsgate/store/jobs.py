@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, cast
 
-from sqlalchemy import Table, and_, delete, event, func, or_, select, update
+from sqlalchemy import Table, and_, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -207,7 +207,8 @@ async def claim(
     lease_seconds: float,
     now: datetime,
 ) -> list[ClaimedJob]:
-    """Take up to ``limit`` due jobs of ``kinds`` for ``worker_id``, oldest due first.
+    """Take up to ``limit`` due jobs of ``kinds`` for ``worker_id``: those whose lease expired
+    first, then queued ones, each oldest due first.
 
     Due: ``queued`` with ``run_at <= now``, or ``running`` with an expired lease (its worker
     died or stalled). An expired job that already used its last attempt is made ``dead``
@@ -234,12 +235,31 @@ async def claim(
         )
         .execution_options(synchronize_session=False)
     )
+    # Jobs whose lease expired, then queued ones, each by its own ordered scan of
+    # ix_jobs_status_run_at up to the limit: one OR of the two made PostgreSQL read and sort
+    # every due job on each claim (the whole backlog, when the worker is behind).
+    claimed = await _take(session, expired, kinds, limit, worker_id, lease_until, now)
+    if len(claimed) < limit:
+        due = and_(Job.status == QUEUED, Job.run_at <= now)
+        claimed += await _take(
+            session, due, kinds, limit - len(claimed), worker_id, lease_until, now
+        )
+    claimed.sort(key=lambda job: (job.run_at, job.id))
+    return claimed
+
+
+async def _take(
+    session: AsyncSession,
+    condition: Any,
+    kinds: list[str],
+    limit: int,
+    worker_id: str,
+    lease_until: datetime,
+    now: datetime,
+) -> list[ClaimedJob]:
     candidates = (
         select(Job.id)
-        .where(
-            Job.kind.in_(kinds),
-            or_(and_(Job.status == QUEUED, Job.run_at <= now), expired),
-        )
+        .where(Job.kind.in_(kinds), condition)
         .order_by(Job.run_at, Job.id)
         .limit(limit)
         # PostgreSQL: rows another worker is claiming right now are skipped, not waited for.
@@ -267,7 +287,7 @@ async def claim(
         )
         .execution_options(synchronize_session=False)
     )
-    claimed = [
+    return [
         ClaimedJob(
             id=row.id,
             kind=row.kind,
@@ -281,8 +301,6 @@ async def claim(
         )
         for row in result
     ]
-    claimed.sort(key=lambda job: (job.run_at, job.id))
-    return claimed
 
 
 def _ours(job: ClaimedJob) -> Any:
