@@ -126,7 +126,8 @@ async def _store_reports(connection: AsyncConnection, rows: list[dict[str, Any]]
     """Insert the reports; their ids, in order."""
     if connection.dialect.name != "sqlite":
         # One statement text whatever the batch's size (SQLAlchemy's multi-row VALUES differs
-        # with the row count, so PostgreSQL parsed and planned each batch afresh). The rows
+        # with the row count, so PostgreSQL parsed and planned each batch afresh); jsonb, as
+        # ``->>`` on json parses the element again for every field taken. The rows
         # are inserted in their order and take ids from the sequence in that order, so the
         # ids sorted are the rows' ids in order.
         packed = json.dumps(
@@ -170,8 +171,8 @@ _SQLITE_INSERT_REPORTS: Final = (
 _POSTGRES_INSERT_REPORTS: Final = (
     "INSERT INTO delivery_reports (operator_id, operator_message_id, mt_part_id, state, "
     "error_code, received_at, raw) SELECT r.value ->> 0, r.value ->> 1, "
-    "(r.value ->> 2)::bigint, r.value ->> 3, r.value ->> 4, $1, r.value -> 5 "
-    "FROM json_array_elements($2::json) WITH ORDINALITY AS r(value, position) "
+    "(r.value ->> 2)::bigint, r.value ->> 3, r.value ->> 4, $1, (r.value -> 5)::json "
+    "FROM jsonb_array_elements($2::jsonb) WITH ORDINALITY AS r(value, position) "
     "ORDER BY r.position RETURNING id"
 )
 

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
 
-from sqlalchemy import DateTime, Select, Table, any_, bindparam, func, select
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import DateTime, Select, Table, bindparam, func, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -46,7 +45,6 @@ async def fetch_rows(
     query's columns must be plain values or ``UTCDateTime``s.
     """
     if connection.dialect.name != "sqlite":
-        query = _ON_POSTGRES.get(query, query)
         return list((await connection.execute(query, params)).all())
     packed, times = _packed(query)
     text = (await connection.execute(packed, params)).scalar_one()
@@ -165,51 +163,25 @@ _DLR_URL = func.coalesce(
 )
 _CALLBACK_COLUMNS = (_DLR_URL, _SERVICES.c.callback_method)
 
-
-def _ids_in(column: Any, *, postgres: bool) -> Any:
-    """``column IN (:ids)``; on PostgreSQL ``= ANY(:ids)``, one array parameter, so that the
-    statement's text (and PostgreSQL's prepared statement and plan) is the same whatever
-    the number of ids."""
-    if postgres:
-        return column == any_(bindparam("ids", type_=ARRAY(column.type)))
-    return column.in_(bindparam("ids", expanding=True))
-
-
-def _parts_by_message_id(*, postgres: bool) -> Select[Any]:
-    return (
-        select(*_PART_COLUMNS, *_MESSAGE_COLUMNS, *_CALLBACK_COLUMNS)
-        .join(_MT, _MT.c.id == _PARTS.c.mt_id)
-        .outerjoin(_SERVICES, _SERVICES.c.id == _MT.c.service_id)
-        .where(
-            _PARTS.c.operator_id == bindparam("operator_id"),
-            _ids_in(_PARTS.c.operator_message_id, postgres=postgres),
-        )
-        .order_by(_PARTS.c.id)
+_PARTS_BY_MESSAGE_ID = (
+    select(*_PART_COLUMNS, *_MESSAGE_COLUMNS, *_CALLBACK_COLUMNS)
+    .join(_MT, _MT.c.id == _PARTS.c.mt_id)
+    .outerjoin(_SERVICES, _SERVICES.c.id == _MT.c.service_id)
+    .where(
+        _PARTS.c.operator_id == bindparam("operator_id"),
+        _PARTS.c.operator_message_id.in_(bindparam("ids", expanding=True)),
     )
-
-
-def _parts_of_messages(*, postgres: bool) -> Select[Any]:
-    return select(*_PART_COLUMNS).where(_ids_in(_PARTS.c.mt_id, postgres=postgres))
-
-
-def _messages_with_dlr_url(*, postgres: bool) -> Select[Any]:
-    return (
-        select(*_MESSAGE_COLUMNS, *_PART_COLUMNS, *_CALLBACK_COLUMNS)
-        .join(_SERVICES, _SERVICES.c.id == _MT.c.service_id)
-        .outerjoin(_PARTS, _PARTS.c.mt_id == _MT.c.id)
-        .where(_ids_in(_MT.c.id, postgres=postgres), _DLR_URL.is_not(None))
-    )
-
-
-_PARTS_BY_MESSAGE_ID = _parts_by_message_id(postgres=False)
-_PARTS_OF_MESSAGES = _parts_of_messages(postgres=False)
-_MESSAGES_WITH_DLR_URL = _messages_with_dlr_url(postgres=False)
-# fetch_rows runs these instead on PostgreSQL.
-_ON_POSTGRES: dict[Select[Any], Select[Any]] = {
-    _PARTS_BY_MESSAGE_ID: _parts_by_message_id(postgres=True),
-    _PARTS_OF_MESSAGES: _parts_of_messages(postgres=True),
-    _MESSAGES_WITH_DLR_URL: _messages_with_dlr_url(postgres=True),
-}
+    .order_by(_PARTS.c.id)
+)
+_PARTS_OF_MESSAGES = select(*_PART_COLUMNS).where(
+    _PARTS.c.mt_id.in_(bindparam("ids", expanding=True))
+)
+_MESSAGES_WITH_DLR_URL = (
+    select(*_MESSAGE_COLUMNS, *_PART_COLUMNS, *_CALLBACK_COLUMNS)
+    .join(_SERVICES, _SERVICES.c.id == _MT.c.service_id)
+    .outerjoin(_PARTS, _PARTS.c.mt_id == _MT.c.id)
+    .where(_MT.c.id.in_(bindparam("ids", expanding=True)), _DLR_URL.is_not(None))
+)
 
 
 class Batch:
