@@ -159,3 +159,17 @@ async def test_a_header_with_a_line_break_is_refused_before_sending(connect: Con
             b"POST", b"/hook", [(b"x-evil", b"a\r\nInjected: 1")], b"a=1", limit=10
         )
     assert received == []
+
+
+async def test_bytes_after_the_answer_drop_the_connection(connect: Connect) -> None:
+    connection, _ = await connect(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200")
+    assert await _exchange(connection) == (200, b"ok")
+    assert not connection.is_idle()
+
+
+async def test_a_switch_of_protocols_is_an_answer_and_ends_the_connection(
+    connect: Connect,
+) -> None:
+    connection, _ = await connect(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n")
+    assert await _exchange(connection) == (101, b"")
+    assert not connection.is_idle()
