@@ -101,6 +101,7 @@ class OperatorLink:
             self.state,
             write_lock,
             on_committed=runtime.wake_links,
+            on_mos_committed=self.submitter.hurry,
             on_unmatched=self.submitter.writer.receipt_unmatched,
             before_receipts=self.submitter.writer.flush,
         )

@@ -56,6 +56,9 @@ log = logging.getLogger(__name__)
 S = CommandStatus
 MAX_BATCH: Final = 500
 GATHER_SECONDS: Final = 0.01
+# Confirmed guards are deleted by the next batch's transaction (before it looks any up), or
+# after this long by a transaction of their own when no batch comes.
+CONFIRMED_FLUSH_SECONDS: Final = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,7 @@ class Receiver:
         state: LinkState,
         write_lock: asyncio.Lock,
         on_committed: Callable[[], None] = lambda: None,
+        on_mos_committed: Callable[[], None] = lambda: None,
         on_unmatched: Callable[[str], None] = lambda message_id: None,
         before_receipts: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -98,12 +102,15 @@ class Receiver:
         self._state = state
         self._lock = write_lock
         self._on_committed = on_committed
+        self._on_mos_committed = on_mos_committed
         self._on_unmatched = on_unmatched
         self._before_receipts = before_receipts
         self._queue: list[_Item] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()
+        self._confirmed: list[int] = []
+        self._confirmed_flush: asyncio.Task[None] | None = None
         self.batches = 0
 
     def handler_for(self, session: SmppSession, connection_id: str) -> Handler:
@@ -135,12 +142,23 @@ class Receiver:
         for probe in list(self._probes):
             probe.cancel()
         await asyncio.gather(*self._probes, return_exceptions=True)
+        if self._confirmed_flush is not None:
+            self._confirmed_flush.cancel()
+            await asyncio.gather(self._confirmed_flush, return_exceptions=True)
+        if self._confirmed:
+            try:
+                async with self._sessions() as db, db.begin():
+                    await mo_store.confirm_acks(db, self._confirmed)
+                self._confirmed.clear()
+            except Exception as exc:
+                self._state.error("database", str(exc))  # the guards expire on their own
 
     async def _run(self) -> None:
         while self._queue:
-            if len(self._queue) < MAX_BATCH // 4:
-                # Let a few milliseconds of PDUs gather: one transaction (and one flush of the
-                # submit outcomes) for many instead of one each when they trickle in.
+            if len(self._queue) < MAX_BATCH // 4 and all(is_receipt(i.pdu) for i in self._queue):
+                # Let a few milliseconds of receipts gather: one transaction (and one flush of
+                # the submit outcomes) for many instead of one each when they trickle in. Not
+                # for an MO: someone is waiting for its reply.
                 await asyncio.sleep(GATHER_SECONDS)
             batch = self._queue[:MAX_BATCH]
             del self._queue[:MAX_BATCH]
@@ -174,6 +192,8 @@ class Receiver:
             probe.add_done_callback(self._probes.discard)
         if any(result.status == S.ESME_ROK for result in results):
             self._on_committed()
+            if any(result.kind == "mo" for result in results):
+                self._on_mos_committed()
 
     def _count(self, result: _Result) -> None:
         LINK_DELIVER_SM.labels(self.settings.operator_id, result.kind).inc()
@@ -198,6 +218,9 @@ class Receiver:
                 await stack.enter_async_context(self._lock)
             session = await stack.enter_async_context(self._sessions())
             await stack.enter_async_context(session.begin())
+            confirmed = len(self._confirmed)
+            if confirmed:
+                await mo_store.confirm_acks(session, self._confirmed[:confirmed])
             if isolate:
                 for i, item in enumerate(batch):
                     results[i] = await self._isolated(session, item, now)
@@ -210,6 +233,8 @@ class Receiver:
                     stored = await self._receipts(session, [batch[i] for i in receipts], now)
                     for i, result in zip(receipts, stored, strict=True):
                         results[i] = result
+        # Committed: those guards are gone (more may have been confirmed meanwhile).
+        del self._confirmed[:confirmed]
         return [result for result in results if result is not None]
 
     async def _isolated(self, session: AsyncSession, item: _Item, now: datetime) -> _Result:
@@ -319,9 +344,26 @@ class Receiver:
             await session.send_request(EnquireLink(), self.settings.response_timeout_seconds)
         except SmppError:
             return  # unconfirmed: the guards stay and recognise a redelivery
+        # The next batch deletes them in its own transaction, before it looks for guards: a
+        # transaction for each confirmation would double the link's writes under a stream of
+        # MOs.
+        self._confirmed.extend(guard_ids)
+        if self._confirmed_flush is None or self._confirmed_flush.done():
+            self._confirmed_flush = asyncio.get_running_loop().create_task(self._flush_confirmed())
+
+    async def _flush_confirmed(self) -> None:
+        """Delete the confirmed guards no batch has taken along."""
+        await asyncio.sleep(CONFIRMED_FLUSH_SECONDS)
+        if self._task is not None and not self._task.done():
+            # A batch is under way: let it end, then take what it did not.
+            await asyncio.wait({self._task})  # (wait, unlike gather, never cancels it)
+        confirmed = len(self._confirmed)
+        if not confirmed:
+            return
         try:
             async with self._sessions() as db, db.begin():
-                await mo_store.confirm_acks(db, guard_ids)
+                await mo_store.confirm_acks(db, self._confirmed[:confirmed])
+            del self._confirmed[:confirmed]
         except Exception as exc:
             self._state.error("database", str(exc))  # the guards expire on their own
 

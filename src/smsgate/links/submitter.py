@@ -70,7 +70,8 @@ TEMPORARY: Final = frozenset({S.ESME_RTHROTTLED, S.ESME_RMSGQFUL, S.ESME_RX_T_AP
 IDLE_POLL_SECONDS: Final = 1.0
 CLAIM_GATHER_SECONDS: Final = 0.02
 """After a claim that found less than a full batch, the next waits this long since it: MTs
-accepted one by one gather into one claim (a transaction) instead of one claim each."""
+accepted one by one gather into one claim (a transaction) instead of one claim each. The
+replies to MOs this link just stored cut the wait short (``hurry``): a person waits for them."""
 _MT = cast(Table, MtMessage.__table__)
 
 
@@ -129,6 +130,7 @@ class Submitter:
         self._flights: set[int] = set()
         self._drained = asyncio.Event()
         self._drained.set()
+        self._hurry = asyncio.Event()
         state.send_rate = lambda: self.bucket.current_rate
         self._id_format = settings.dlr_id_format
         self._ok_counter = MT_SUBMITTED.labels(settings.operator_id, "ok")
@@ -234,14 +236,20 @@ class Submitter:
                 claimed_at = loop.time()
                 await self._send_batch(session, stopping, batch)
                 rest = claimed_at + CLAIM_GATHER_SECONDS - loop.time()
-                if rest > 0 and not stopping.is_set():
-                    await asyncio.sleep(rest)
+                if rest > 0 and not stopping.is_set() and not self._hurry.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._hurry.wait(), rest)
+                self._hurry.clear()
         finally:
             if prefetch is not None:
                 batch = await _result_or_empty(prefetch)
                 for mt in batch:
                     self._finish_unsent(mt)
             await self._wait_drained(session)
+
+    def hurry(self) -> None:
+        """Claim now rather than after the gather wait: replies to MOs were just queued."""
+        self._hurry.set()
 
     async def _idle(self, session: SmppSession, stopping: asyncio.Event) -> None:
         waiters = [
