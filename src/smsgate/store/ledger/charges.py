@@ -49,20 +49,9 @@ async def charge_merchant(
     if existing is not None:
         return await _repeated(session, existing, merchant_id, -amount_minor, currency)
 
-    floor = -Merchant.credit_minor if allow_credit else literal(0)
-    debited = (
-        await session.execute(
-            update(Merchant)
-            .where(
-                Merchant.id == merchant_id,
-                Merchant.currency == currency,
-                Merchant.balance_minor - amount_minor >= floor,
-            )
-            .values(balance_minor=Merchant.balance_minor - amount_minor)
-            .returning(Merchant.balance_minor)
-            .execution_options(synchronize_session="fetch")
-        )
-    ).scalar_one_or_none()
+    debited = await _debit(
+        session, merchant_id, amount_minor, currency, allow_credit=allow_credit, sync="fetch"
+    )
     if debited is None:
         # A concurrent booking of the same ref may have committed meanwhile.
         existing = await find_entry(session, account, kind, ref)
@@ -112,20 +101,9 @@ async def charge_merchant_many(
     if any(charge.amount_minor <= 0 for charge in charges):
         raise ValueError("a charge is a positive amount")
     total = sum(charge.amount_minor for charge in charges)
-    floor = -Merchant.credit_minor if allow_credit else literal(0)
-    debited = (
-        await session.execute(
-            update(Merchant)
-            .where(
-                Merchant.id == merchant_id,
-                Merchant.currency == currency,
-                Merchant.balance_minor - total >= floor,
-            )
-            .values(balance_minor=Merchant.balance_minor - total)
-            .returning(Merchant.balance_minor)
-            .execution_options(synchronize_session=False)
-        )
-    ).scalar_one_or_none()
+    debited = await _debit(
+        session, merchant_id, total, currency, allow_credit=allow_credit, sync=False
+    )
     if debited is None:
         raise await _refusal(session, merchant_id, total, currency, allow_credit)
     account = merchant_account(merchant_id)
@@ -197,3 +175,31 @@ async def book_payout(
         memo=memo,
         allow_credit=False,
     )
+
+
+async def _debit(
+    session: AsyncSession,
+    merchant_id: int,
+    amount_minor: int,
+    currency: str,
+    *,
+    allow_credit: bool,
+    sync: str | bool,
+) -> int | None:
+    """The one conditional UPDATE that decides a debit: the new balance, or None when it would
+    go below ``-credit_minor`` (0 without credit) or the currency differs."""
+    floor = -Merchant.credit_minor if allow_credit else literal(0)
+    debited: int | None = (
+        await session.execute(
+            update(Merchant)
+            .where(
+                Merchant.id == merchant_id,
+                Merchant.currency == currency,
+                Merchant.balance_minor - amount_minor >= floor,
+            )
+            .values(balance_minor=Merchant.balance_minor - amount_minor)
+            .returning(Merchant.balance_minor)
+            .execution_options(synchronize_session=sync)
+        )
+    ).scalar_one_or_none()
+    return debited
