@@ -47,6 +47,7 @@ from smsgate.services.bulk_model import (
     LIMIT_REFUSALS,
     MT_COST_KIND,
     OPT_OUT_REFUSALS,
+    UNKNOWN_SERVICE_DETAIL,
     Accepted,
     BulkRequest,
     Refusal,
@@ -54,6 +55,7 @@ from smsgate.services.bulk_model import (
     SendResult,
     count_result,
     ip_allowed,
+    service_refusal,
     text_matches,
 )
 from smsgate.services.routes import choose_operator
@@ -281,18 +283,18 @@ async def _load(
             .where(Service.id == request.service_id)
         )
     ).one_or_none()
-    # An unknown service, another merchant's service and a service of another type get the
-    # same answer: nothing tells a caller which service ids exist.
-    if (
-        row is None
-        or row.type != "bulk"
-        or (request.user_id is not None and row.merchant_id != request.user_id)
-    ):
-        return Refused(Refusal.UNKNOWN_SERVICE, "No such bulk service for this merchant.")
-    if request.check_ip and not ip_allowed(request.client_ip, row.ip_allowlist):
-        return Refused(Refusal.IP_NOT_ALLOWED, "This address may not send for the service.")
-    if row.status != "active" or row.merchant_status != "active":
-        return Refused(Refusal.SERVICE_DISABLED, "The service is disabled.")
+    if row is None:
+        return Refused(Refusal.UNKNOWN_SERVICE, UNKNOWN_SERVICE_DETAIL)
+    refused = service_refusal(
+        request,
+        service_type=row.type,
+        merchant_id=row.merchant_id,
+        ip_allowlist=row.ip_allowlist,
+        status=row.status,
+        merchant_status=row.merchant_status,
+    )
+    if refused is not None:
+        return refused
     try:
         settings = BulkSettings.from_stored(row.settings)
     except ValueError:

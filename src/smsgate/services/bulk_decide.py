@@ -39,12 +39,13 @@ from smsgate.services.bulk_inputs import (
 from smsgate.services.bulk_model import (
     LIMIT_REFUSALS,
     OPT_OUT_REFUSALS,
+    UNKNOWN_SERVICE_DETAIL,
     Accepted,
     BulkRequest,
     Refusal,
     Refused,
     SendResult,
-    ip_allowed,
+    service_refusal,
     text_matches,
 )
 from smsgate.services.routes import RouteChoice, RouteRow, pick_route
@@ -144,16 +145,18 @@ class BatchDecision:
     def _check(
         request: BulkRequest, number: Msisdn | InvalidMsisdn, service: ServiceView | None
     ) -> SendResult | None:
-        if (
-            service is None
-            or service.type != "bulk"
-            or (request.user_id is not None and service.merchant_id != request.user_id)
-        ):
-            return Refused(Refusal.UNKNOWN_SERVICE, "No such bulk service for this merchant.")
-        if request.check_ip and not ip_allowed(request.client_ip, service.ip_allowlist):
-            return Refused(Refusal.IP_NOT_ALLOWED, "This address may not send for the service.")
-        if service.status != "active" or service.merchant_status != "active":
-            return Refused(Refusal.SERVICE_DISABLED, "The service is disabled.")
+        if service is None:
+            return Refused(Refusal.UNKNOWN_SERVICE, UNKNOWN_SERVICE_DETAIL)
+        refused = service_refusal(
+            request,
+            service_type=service.type,
+            merchant_id=service.merchant_id,
+            ip_allowlist=service.ip_allowlist,
+            status=service.status,
+            merchant_status=service.merchant_status,
+        )
+        if refused is not None:
+            return refused
         if service.settings is None:
             return Refused(Refusal.SERVICE_DISABLED, "The service's settings are invalid.")
         if isinstance(number, InvalidMsisdn):

@@ -170,6 +170,31 @@ def ip_allowed(address: str, allowlist: Sequence[Any]) -> bool:
     return False
 
 
+UNKNOWN_SERVICE_DETAIL: Final = "No such bulk service for this merchant."
+
+
+def service_refusal(
+    request: BulkRequest,
+    *,
+    service_type: str,
+    merchant_id: int,
+    ip_allowlist: Sequence[Any],
+    status: str,
+    merchant_status: str,
+) -> Refused | None:
+    """The first refusal a service itself gives a request (docs/bulk.md, "Order of checks"),
+    or None. A missing service is the caller's to refuse as ``UNKNOWN_SERVICE``: an unknown
+    service, another merchant's and one of another type get the same answer, so that nothing
+    tells a caller which service ids exist."""
+    if service_type != "bulk" or (request.user_id is not None and merchant_id != request.user_id):
+        return Refused(Refusal.UNKNOWN_SERVICE, UNKNOWN_SERVICE_DETAIL)
+    if request.check_ip and not ip_allowed(request.client_ip, ip_allowlist):
+        return Refused(Refusal.IP_NOT_ALLOWED, "This address may not send for the service.")
+    if status != "active" or merchant_status != "active":
+        return Refused(Refusal.SERVICE_DISABLED, "The service is disabled.")
+    return None
+
+
 @functools.lru_cache(maxsize=1024)
 def _pattern_set(patterns: tuple[str, ...]) -> PatternSet | None:
     try:
