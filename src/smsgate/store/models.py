@@ -215,7 +215,9 @@ class MtPart(Base):
     __tablename__ = "mt_parts"
     __table_args__ = (
         UniqueConstraint("mt_id", "part_no"),
-        Index("ix_mt_parts_operator_id_operator_message_id", "operator_id", "operator_message_id"),
+        # The message id first: receipts look parts up by a list of them (one operator's), and
+        # with the operator first PostgreSQL may scan all of that operator's parts.
+        Index("ix_mt_parts_operator_message_id_operator_id", "operator_message_id", "operator_id"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
@@ -235,9 +237,9 @@ class DeliveryReport(Base):
     __tablename__ = "delivery_reports"
     __table_args__ = (
         Index(
-            "ix_delivery_reports_operator_id_operator_message_id",
-            "operator_id",
+            "ix_delivery_reports_operator_message_id_operator_id",
             "operator_message_id",
+            "operator_id",
         ),
     )
 
