@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Final, Literal
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Path, Query, Request
@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import FormData
 
 from smsgate.api.auth import CurrentMerchant
+from smsgate.api.bodies import replayed
 from smsgate.api.deps import RuntimeDep, client_ip
 from smsgate.api.problems import Problem
 from smsgate.runtime import Runtime
@@ -102,17 +103,8 @@ async def _form_pairs(request: Request) -> list[tuple[str, str]]:
     if content_type.startswith("application/x-www-form-urlencoded"):
         return _parse_pairs(body.decode("utf-8", errors="replace"))
     if content_type.startswith("multipart/form-data"):
-        sent = False
-
-        async def replay() -> dict[str, Any]:
-            nonlocal sent
-            if sent:
-                return {"type": "http.disconnect"}
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
         try:
-            form: FormData = await Request(request.scope, replay).form(
+            form: FormData = await Request(request.scope, replayed(body)).form(
                 max_files=0, max_fields=MAX_FIELDS
             )
         except Exception as exc:  # malformed multipart in all its forms

@@ -11,9 +11,10 @@ from urllib.parse import unquote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from smsgate.api import bulk_rest
+from smsgate.api.bodies import replayed
 from smsgate.api.bulk_rest import (
     BAN_FAILURES,
     BAN_POLICY,
@@ -66,17 +67,8 @@ def _decode_pairs(raw: bytes) -> dict[str, str]:
 
 async def _multipart_params(scope: Scope, body: bytes) -> dict[str, str] | None:
     """The string fields of a multipart body; None when it cannot be parsed."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
     try:
-        form = await Request(scope, replay).form()
+        form = await Request(scope, replayed(body)).form()
     except Exception:  # python-multipart and Starlette raise several kinds for a broken body
         return None
     try:

@@ -15,8 +15,8 @@ from typing import Annotated, Any, Final, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import AfterValidator, BaseModel, Field, ValidationError
-from starlette.types import Message
 
+from smsgate.api.bodies import replayed
 from smsgate.api.deps import RuntimeDep, client_ip
 from smsgate.api.problems import Problem
 from smsgate.domain.delivery import state_from_receipt_word
@@ -110,17 +110,8 @@ async def _read_body(request: Request) -> bytes:
 
 async def _form(request: Request, body: bytes) -> dict[str, Any]:
     """The fields of a form body (urlencoded or multipart), parsed from the bytes read."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
-
     # A malformed form raises HTTPException(400), answered as a problem.
-    form = await Request(request.scope, replay).form(max_files=0, max_fields=MAX_FIELDS)
+    form = await Request(request.scope, replayed(body)).form(max_files=0, max_fields=MAX_FIELDS)
     try:
         return {key: value for key, value in form.items() if isinstance(value, str)}
     finally:
