@@ -36,18 +36,17 @@ from sqlalchemy import Table, insert, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from smsgate.domain.errors import InvalidMsisdn, TextError
-from smsgate.domain.msisdn import Msisdn, normalize_msisdn
+from smsgate.domain.errors import InvalidMsisdn
+from smsgate.domain.msisdn import Msisdn
 from smsgate.domain.service_settings import BulkSettings
-from smsgate.domain.text import choose_encoding, count_parts
 from smsgate.services import quotas
+from smsgate.services.bulk_inputs import MeasuredText, measure_text, parse_number
 from smsgate.services.bulk_model import (
     BULK_ACCEPTED,
     BULK_REFUSED,
     LIMIT_REFUSALS,
     MT_COST_KIND,
     OPT_OUT_REFUSALS,
-    UNKNOWN_SERVICE_DETAIL,
     Accepted,
     BulkRequest,
     Refusal,
@@ -57,6 +56,7 @@ from smsgate.services.bulk_model import (
     ip_allowed,
     service_refusal,
     text_matches,
+    text_refusal,
 )
 from smsgate.services.routes import choose_operator
 from smsgate.store.ledger import InsufficientFunds, charge_merchant
@@ -94,29 +94,14 @@ class _Context:
     opted_out: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _Text:
-    encoding: str
-    parts: int
-
-
 async def accept(session: AsyncSession, request: BulkRequest, *, now: datetime) -> SendResult:
     """Run the checks and the writes in the caller's transaction; see the module docstring.
 
     On ``Refused`` the caller must roll back (the writes of steps 8-10 may have happened).
     """
     # The pure checks run first, but their answers wait for their turn in the order above.
-    number: Msisdn | InvalidMsisdn
-    try:
-        number = normalize_msisdn(request.msisdn)
-    except InvalidMsisdn as error:
-        number = error
-    text: _Text | TextError
-    try:
-        encoding = choose_encoding(request.text)
-        text = _Text(encoding.value, count_parts(request.text, encoding=encoding))
-    except TextError as error:
-        text = error
+    number = parse_number(request.msisdn)
+    text = measure_text(request.text)
 
     found = await _load(session, request, number.digits if isinstance(number, Msisdn) else None)
     if isinstance(found, Refused):
@@ -134,16 +119,10 @@ async def accept(session: AsyncSession, request: BulkRequest, *, now: datetime) 
     route = await choose_operator(session, number.region)
     if route is None:
         return Refused(Refusal.NO_ROUTE, f"No operator route reaches {number.region or 'it'}.")
-    if isinstance(text, TextError):
-        return Refused(Refusal.INVALID_INPUT, str(text))
-    if text.parts > settings.max_parts:
-        return Refused(
-            Refusal.TOO_LONG,
-            f"The text needs {text.parts} parts ({text.encoding}); the service allows "
-            f"{settings.max_parts}.",
-        )
-    if settings.patterns and not text_matches(settings.patterns, request.text):
-        return Refused(Refusal.PATTERN, "The text matches none of the approved patterns.")
+    text_refused = text_refusal(request, text, settings)
+    if text_refused is not None:
+        return text_refused
+    assert isinstance(text, MeasuredText)  # text_refusal refuses every TextError
 
     limits = quotas.Limits(settings.limit_day, settings.limit_week, settings.limit_month)
     refused = await quotas.consume(
@@ -222,7 +201,7 @@ async def _insert_mt(
     *,
     msisdn: str,
     operator_id: str,
-    text: _Text,
+    text: MeasuredText,
     cost: int,
     now: datetime,
 ) -> int:
@@ -283,18 +262,10 @@ async def _load(
             .where(Service.id == request.service_id)
         )
     ).one_or_none()
-    if row is None:
-        return Refused(Refusal.UNKNOWN_SERVICE, UNKNOWN_SERVICE_DETAIL)
-    refused = service_refusal(
-        request,
-        service_type=row.type,
-        merchant_id=row.merchant_id,
-        ip_allowlist=row.ip_allowlist,
-        status=row.status,
-        merchant_status=row.merchant_status,
-    )
-    if refused is not None:
-        return refused
+    service_refused = service_refusal(request, row)
+    if service_refused is not None:
+        return service_refused
+    assert row is not None  # service_refusal refuses a missing service
     try:
         settings = BulkSettings.from_stored(row.settings)
     except ValueError:

@@ -39,14 +39,13 @@ from smsgate.services.bulk_inputs import (
 from smsgate.services.bulk_model import (
     LIMIT_REFUSALS,
     OPT_OUT_REFUSALS,
-    UNKNOWN_SERVICE_DETAIL,
     Accepted,
     BulkRequest,
     Refusal,
     Refused,
     SendResult,
     service_refusal,
-    text_matches,
+    text_refusal,
 )
 from smsgate.services.routes import RouteChoice, RouteRow, pick_route
 
@@ -145,18 +144,10 @@ class BatchDecision:
     def _check(
         request: BulkRequest, number: Msisdn | InvalidMsisdn, service: ServiceView | None
     ) -> SendResult | None:
-        if service is None:
-            return Refused(Refusal.UNKNOWN_SERVICE, UNKNOWN_SERVICE_DETAIL)
-        refused = service_refusal(
-            request,
-            service_type=service.type,
-            merchant_id=service.merchant_id,
-            ip_allowlist=service.ip_allowlist,
-            status=service.status,
-            merchant_status=service.merchant_status,
-        )
+        refused = service_refusal(request, service)
         if refused is not None:
             return refused
+        assert service is not None  # service_refusal refuses a missing service
         if service.settings is None:
             return Refused(Refusal.SERVICE_DISABLED, "The service's settings are invalid.")
         if isinstance(number, InvalidMsisdn):
@@ -184,19 +175,8 @@ class BatchDecision:
     def _check_text(
         request: BulkRequest, text: MeasuredText | TextError, service: ServiceView
     ) -> SendResult | None:
-        settings = service.settings
-        assert settings is not None
-        if isinstance(text, TextError):
-            return Refused(Refusal.INVALID_INPUT, str(text))
-        if text.parts > settings.max_parts:
-            return Refused(
-                Refusal.TOO_LONG,
-                f"The text needs {text.parts} parts ({text.encoding}); the service allows "
-                f"{settings.max_parts}.",
-            )
-        if settings.patterns and not text_matches(settings.patterns, request.text):
-            return Refused(Refusal.PATTERN, "The text matches none of the approved patterns.")
-        return None
+        assert service.settings is not None
+        return text_refusal(request, text, service.settings)
 
     # --- 3. what to lock --------------------------------------------------------------------
 

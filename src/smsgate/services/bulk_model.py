@@ -11,14 +11,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from prometheus_client import Counter
 
-from smsgate.domain.errors import InvalidPattern
+from smsgate.domain.errors import InvalidPattern, TextError
 from smsgate.domain.patterns import PatternSet, compile_patterns
 from smsgate.metrics import REGISTRY
 from smsgate.services import quotas
+
+if TYPE_CHECKING:
+    from smsgate.domain.service_settings import BulkSettings
+    from smsgate.services.bulk_inputs import MeasuredText
 
 __all__ = [
     "BULK_ACCEPTED",
@@ -170,28 +174,52 @@ def ip_allowed(address: str, allowlist: Sequence[Any]) -> bool:
     return False
 
 
-UNKNOWN_SERVICE_DETAIL: Final = "No such bulk service for this merchant."
+class ServiceFacts(Protocol):
+    """What a service's own refusals look at: the batch's service view or a stored row."""
+
+    @property
+    def type(self) -> str: ...
+    @property
+    def merchant_id(self) -> int: ...
+    @property
+    def ip_allowlist(self) -> Sequence[Any]: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def merchant_status(self) -> str: ...
 
 
-def service_refusal(
-    request: BulkRequest,
-    *,
-    service_type: str,
-    merchant_id: int,
-    ip_allowlist: Sequence[Any],
-    status: str,
-    merchant_status: str,
-) -> Refused | None:
+def service_refusal(request: BulkRequest, service: ServiceFacts | None) -> Refused | None:
     """The first refusal a service itself gives a request (docs/bulk.md, "Order of checks"),
-    or None. A missing service is the caller's to refuse as ``UNKNOWN_SERVICE``: an unknown
-    service, another merchant's and one of another type get the same answer, so that nothing
-    tells a caller which service ids exist."""
-    if service_type != "bulk" or (request.user_id is not None and merchant_id != request.user_id):
-        return Refused(Refusal.UNKNOWN_SERVICE, UNKNOWN_SERVICE_DETAIL)
-    if request.check_ip and not ip_allowed(request.client_ip, ip_allowlist):
+    or None. An unknown service, another merchant's and one of another type get the same
+    answer, so that nothing tells a caller which service ids exist."""
+    if (
+        service is None
+        or service.type != "bulk"
+        or (request.user_id is not None and service.merchant_id != request.user_id)
+    ):
+        return Refused(Refusal.UNKNOWN_SERVICE, "No such bulk service for this merchant.")
+    if request.check_ip and not ip_allowed(request.client_ip, service.ip_allowlist):
         return Refused(Refusal.IP_NOT_ALLOWED, "This address may not send for the service.")
-    if status != "active" or merchant_status != "active":
+    if service.status != "active" or service.merchant_status != "active":
         return Refused(Refusal.SERVICE_DISABLED, "The service is disabled.")
+    return None
+
+
+def text_refusal(
+    request: BulkRequest, text: MeasuredText | TextError, settings: BulkSettings
+) -> Refused | None:
+    """The refusals of the text itself: unencodable, too many parts, no approved pattern."""
+    if isinstance(text, TextError):
+        return Refused(Refusal.INVALID_INPUT, str(text))
+    if text.parts > settings.max_parts:
+        return Refused(
+            Refusal.TOO_LONG,
+            f"The text needs {text.parts} parts ({text.encoding}); the service allows "
+            f"{settings.max_parts}.",
+        )
+    if settings.patterns and not text_matches(settings.patterns, request.text):
+        return Refused(Refusal.PATTERN, "The text matches none of the approved patterns.")
     return None
 
 
