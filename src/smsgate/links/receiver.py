@@ -145,13 +145,7 @@ class Receiver:
         if self._confirmed_flush is not None:
             self._confirmed_flush.cancel()
             await asyncio.gather(self._confirmed_flush, return_exceptions=True)
-        if self._confirmed:
-            try:
-                async with self._sessions() as db, db.begin():
-                    await mo_store.confirm_acks(db, self._confirmed)
-                self._confirmed.clear()
-            except Exception as exc:
-                self._state.error("database", str(exc))  # the guards expire on their own
+        await self._delete_confirmed()
 
     async def _run(self) -> None:
         while self._queue:
@@ -357,6 +351,10 @@ class Receiver:
         if self._task is not None and not self._task.done():
             # A batch is under way: let it end, then take what it did not.
             await asyncio.wait({self._task})  # (wait, unlike gather, never cancels it)
+        await self._delete_confirmed()
+
+    async def _delete_confirmed(self) -> None:
+        """The confirmed guards, in a transaction of their own."""
         confirmed = len(self._confirmed)
         if not confirmed:
             return
