@@ -100,8 +100,11 @@ class OperatorLink:
             runtime.mo_handlers,
             self.state,
             write_lock,
-            on_committed=runtime.wake_links,
-            on_mos_committed=self.submitter.hurry,
+            # Receipts and MOs queue work for the worker (callbacks); MTs only when a handler
+            # of its own queued some that the batch did not claim with its replies.
+            on_committed=runtime.wake_workers,
+            on_mts_queued=runtime.wake_links,
+            on_replies=self.submitter.take,
             on_unmatched=self.submitter.writer.receipt_unmatched,
             before_receipts=self.submitter.writer.flush,
         )

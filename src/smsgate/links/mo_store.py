@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.domain.text import Alphabet, decode
 from smsgate.links.incoming import IncomingMoPart
+from smsgate.links.pdus import ClaimedMt
 from smsgate.services.mo import IncomingMo, MoHandler, MoOutcome, receive_mo, receive_mos
 from smsgate.store.conflicts import insert_if_absent
 from smsgate.store.models import MoFragment, MoUnconfirmedAck
@@ -337,7 +338,51 @@ async def store_fragment(
 async def confirm_acks(session: AsyncSession, guard_ids: list[int]) -> None:
     """The SMSC has read the responses of these MOs: they no longer guard anything."""
     if guard_ids:
-        await session.execute(delete(MoUnconfirmedAck).where(MoUnconfirmedAck.id.in_(guard_ids)))
+        connection = await session.connection()
+        sql = _CONFIRM_SQLITE if connection.dialect.name == "sqlite" else _CONFIRM_POSTGRESQL
+        await execute(connection, sql, (json.dumps(guard_ids),))
+
+
+_CONFIRM_SQLITE: Final = (
+    "DELETE FROM mo_unconfirmed_acks WHERE id IN (SELECT value FROM json_each(?))"
+)
+_CONFIRM_POSTGRESQL: Final = (
+    "DELETE FROM mo_unconfirmed_acks WHERE id IN "
+    "(SELECT json_array_elements_text($1::json)::bigint)"
+)
+
+
+async def claim_replies(
+    session: AsyncSession, operator_id: str, mo_ids: Sequence[int], now: datetime
+) -> list[ClaimedMt]:
+    """Claim, for this link, the MTs due now that name one of ``mo_ids`` (the MOs just
+    stored in this transaction): their replies, then sent without a claim of their own.
+
+    Only MTs of ``operator_id`` (the link's own: it owns the bind, as a claim requires).
+    Nobody else can see these rows before the transaction commits, so no lock is needed; a
+    process that dies after the commit leaves them ``submitting`` like any claimed MT.
+    """
+    if not mo_ids:
+        return []
+    connection = await session.connection()
+    dialect = connection.dialect
+    sql = _CLAIM_SQLITE if dialect.name == "sqlite" else _CLAIM_POSTGRESQL
+    at = stored_time(dialect, now)
+    rows = await execute(connection, sql, (at, json.dumps(list(mo_ids)), operator_id, at))
+    claimed = [ClaimedMt(*row) for row in rows]
+    claimed.sort(key=lambda mt: mt.id)
+    return claimed
+
+
+_CLAIM: Final = (
+    "UPDATE mt_messages SET status = 'submitting', attempts = attempts + 1, updated_at = {} "
+    "WHERE mo_id IN ({}) AND operator_id = {} AND status = 'queued' AND next_attempt_at <= {} "
+    "RETURNING id, msisdn, sender, text, encoding, attempts"
+)
+_CLAIM_SQLITE: Final = _CLAIM.format("?", "SELECT value FROM json_each(?)", "?", "?")
+_CLAIM_POSTGRESQL: Final = _CLAIM.format(
+    "$1", "SELECT json_array_elements_text($2::json)::bigint", "$3", "$4"
+)
 
 
 async def expire(

@@ -11,6 +11,10 @@ temporary application error): the SMSC keeps the message and delivers it again l
 receipt we cannot read is acknowledged and counted as an error; refusing it would only make
 the SMSC repeat it forever.
 
+The replies of the MOs are claimed for this link in the MOs' transaction and handed to the
+submitter once it commits (``on_replies``): no claim transaction stands between an MO and its
+reply.
+
 Receipts and submit outcomes are written under the link's write lock. Without it, on
 PostgreSQL, a receipt and the submit_sm_resp of its part could commit at the same moment,
 each transaction not seeing the other's row, and the receipt would never be matched.
@@ -31,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from smsgate.domain.clock import Clock
 from smsgate.links import mo_store
 from smsgate.links.incoming import is_receipt, read_mo, read_receipt
+from smsgate.links.pdus import ClaimedMt
 from smsgate.links.settings import LinkSettings
 from smsgate.links.state import LINK_DELIVER_SM, LinkState
 from smsgate.services.dlr import IncomingReceipt, receive_receipts
@@ -67,6 +72,8 @@ class _Result:
     kind: str  # mo | fragment | redelivery | receipt | receipt_unreadable | refused
     guard: int | None = None
     error: tuple[str, str] | None = None
+    mo_id: int | None = None  # an MO stored by this batch
+    item_handled: bool = False  # see services/mo.MoOutcome
 
 
 @dataclass(slots=True)
@@ -91,7 +98,8 @@ class Receiver:
         state: LinkState,
         write_lock: asyncio.Lock,
         on_committed: Callable[[], None] = lambda: None,
-        on_mos_committed: Callable[[], None] = lambda: None,
+        on_mts_queued: Callable[[], None] = lambda: None,
+        on_replies: Callable[[list[ClaimedMt]], None] = lambda claimed: None,
         on_unmatched: Callable[[str], None] = lambda message_id: None,
         before_receipts: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -102,7 +110,8 @@ class Receiver:
         self._state = state
         self._lock = write_lock
         self._on_committed = on_committed
-        self._on_mos_committed = on_mos_committed
+        self._on_mts_queued = on_mts_queued
+        self._on_replies = on_replies
         self._on_unmatched = on_unmatched
         self._before_receipts = before_receipts
         self._queue: list[_Item] = []
@@ -163,15 +172,15 @@ class Receiver:
             # One transaction for the whole batch; only when a PDU fails is the batch done
             # again with a savepoint per PDU, so that the failure sinks that PDU alone.
             try:
-                results = await self._store(batch, isolate=False)
+                results, claimed = await self._store(batch, isolate=False)
             except Exception:
-                results = await self._store(batch, isolate=True)
+                results, claimed = await self._store(batch, isolate=True)
         except Exception as exc:
             log.exception(
                 "%s: could not store %d deliveries", self.settings.operator_id, len(batch)
             )
             self._state.error("database", str(exc))
-            results = [_Result(S.ESME_RX_T_APPN, "refused")] * len(batch)
+            results, claimed = [_Result(S.ESME_RX_T_APPN, "refused")] * len(batch), []
         self.batches += 1
         guards: dict[str, tuple[SmppSession, list[int]]] = {}
         for item, result in zip(batch, results, strict=True):
@@ -184,10 +193,11 @@ class Receiver:
             probe = asyncio.get_running_loop().create_task(self._confirm(smpp_session, ids))
             self._probes.add(probe)
             probe.add_done_callback(self._probes.discard)
+        self._on_replies(claimed)
         if any(result.status == S.ESME_ROK for result in results):
             self._on_committed()
-            if any(result.kind == "mo" for result in results):
-                self._on_mos_committed()
+            if any(result.item_handled for result in results):
+                self._on_mts_queued()
 
     def _count(self, result: _Result) -> None:
         LINK_DELIVER_SM.labels(self.settings.operator_id, result.kind).inc()
@@ -198,7 +208,9 @@ class Receiver:
         if result.error:
             self._state.error(*result.error)
 
-    async def _store(self, batch: list[_Item], *, isolate: bool) -> list[_Result]:
+    async def _store(
+        self, batch: list[_Item], *, isolate: bool
+    ) -> tuple[list[_Result], list[ClaimedMt]]:
         now = self._clock.now()
         receipts = [i for i, item in enumerate(batch) if is_receipt(item.pdu)]
         mos = [i for i, item in enumerate(batch) if not is_receipt(item.pdu)]
@@ -227,9 +239,11 @@ class Receiver:
                     stored = await self._receipts(session, [batch[i] for i in receipts], now)
                     for i, result in zip(receipts, stored, strict=True):
                         results[i] = result
+            mo_ids = [r.mo_id for r in results if r is not None and r.mo_id is not None]
+            claimed = await mo_store.claim_replies(session, self.settings.operator_id, mo_ids, now)
         # Committed: those guards are gone (more may have been confirmed meanwhile).
         del self._confirmed[:confirmed]
-        return [result for result in results if result is not None]
+        return [result for result in results if result is not None], claimed
 
     async def _isolated(self, session: AsyncSession, item: _Item, now: datetime) -> _Result:
         """One PDU in a savepoint of its own: its failure sinks it alone."""
@@ -385,11 +399,18 @@ class Receiver:
 
 
 def _mo_result(stored: mo_store.StoredMo) -> _Result:
-    if stored.redelivery or (stored.outcome is not None and stored.outcome.duplicate):
-        kind = "redelivery"
-    else:
-        kind = "fragment" if stored.outcome is None else "mo"
-    return _Result(S.ESME_ROK, kind, stored.ack_guard_id)
+    outcome = stored.outcome
+    if stored.redelivery or (outcome is not None and outcome.duplicate):
+        return _Result(S.ESME_ROK, "redelivery", stored.ack_guard_id)
+    if outcome is None:
+        return _Result(S.ESME_ROK, "fragment", stored.ack_guard_id)
+    return _Result(
+        S.ESME_ROK,
+        "mo",
+        stored.ack_guard_id,
+        mo_id=outcome.mo_id,
+        item_handled=outcome.item_handled,
+    )
 
 
 def _response(pdu: DeliverSm | DataSm, status: int) -> Response:

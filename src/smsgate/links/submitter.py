@@ -12,6 +12,11 @@ Life of an MT on the link (``mt_messages.status``)::
   PostgreSQL; SQLite's single writer serialises). Only the owner of the operator's bind
   claims its MTs, so a row in ``submitting`` at start belongs to a process that died: we
   cannot know whether its parts left, so :meth:`Submitter.recover` marks it ``unknown``.
+- The replies to the MOs this link receives are claimed by the MOs' own transaction
+  (``receiver.py``) and handed over with :meth:`Submitter.take`: no claim of their own. A
+  claim reads the database only when something may be waiting there: at start, after a
+  nudge (an MT queued in this process), after a claim that found some (more may follow), and
+  every :data:`IDLE_POLL_SECONDS` (MTs queued by other processes, retries come due).
 - Parts go out through ``SmppSession.start_request``, which waits for room in the window;
   one task keeps the window full and a done-callback per request collects the responses.
 - Outcomes are written in batches, many responses per transaction (``ResultWriter``), under
@@ -70,8 +75,8 @@ TEMPORARY: Final = frozenset({S.ESME_RTHROTTLED, S.ESME_RMSGQFUL, S.ESME_RX_T_AP
 IDLE_POLL_SECONDS: Final = 1.0
 CLAIM_GATHER_SECONDS: Final = 0.02
 """After a claim that found less than a full batch, the next waits this long since it: MTs
-accepted one by one gather into one claim (a transaction) instead of one claim each. The
-replies to MOs this link just stored cut the wait short (``hurry``): a person waits for them."""
+accepted one by one gather into one claim (a transaction) instead of one claim each. Replies
+handed over meanwhile (:meth:`Submitter.take`) go out at once: a person waits for them."""
 _MT = cast(Table, MtMessage.__table__)
 
 
@@ -130,7 +135,11 @@ class Submitter:
         self._flights: set[int] = set()
         self._drained = asyncio.Event()
         self._drained.set()
-        self._hurry = asyncio.Event()
+        # MTs claimed by someone else's transaction (replies to MOs), for the running session.
+        self._handed: list[ClaimedMt] = []
+        self._handed_ready = asyncio.Event()
+        self._running = False
+        self._look = True  # whether a claim may find something (see the module docstring)
         state.send_rate = lambda: self.bucket.current_rate
         self._id_format = settings.dlr_id_format
         self._ok_counter = MT_SUBMITTED.labels(settings.operator_id, "ok")
@@ -212,48 +221,77 @@ class Submitter:
 
     async def run(self, session: SmppSession, stopping: asyncio.Event) -> None:
         """Submit while ``session`` is open and ``stopping`` is not set; on return every MT
-        claimed by this run has its outcome handed to the writer (not necessarily written:
-        call ``writer.flush()``)."""
+        claimed by this run (or handed to it) has its outcome handed to the writer (not
+        necessarily written: call ``writer.flush()``)."""
         limit = self.settings.claim_batch
         self._state.in_flight = lambda: session.outstanding
         prefetch: asyncio.Task[list[ClaimedMt]] | None = None
         loop = asyncio.get_running_loop()
+        self._running = True
+        self._look = True
         try:
             while not stopping.is_set() and not session.closed:
+                if self._handed:
+                    batch = self._handed[:limit]
+                    del self._handed[:limit]
+                    if not self._handed:
+                        self._handed_ready.clear()
+                    await self._send_batch(session, stopping, batch)
+                    continue
                 if prefetch is not None:
                     batch = await prefetch
                     prefetch = None
-                else:
+                elif self._look:
+                    self._look = False
                     batch = await self.claim(limit)
-                if not batch:
+                else:
                     await self._idle(session, stopping)
                     continue
+                if not batch:
+                    continue
+                self._look = True  # some were waiting: more may be
                 if len(batch) == limit:
                     # More is waiting: claim the next batch while this one goes out.
+                    self._look = False
                     prefetch = asyncio.create_task(self.claim(limit))
                     await self._send_batch(session, stopping, batch)
                     continue
                 claimed_at = loop.time()
                 await self._send_batch(session, stopping, batch)
                 rest = claimed_at + CLAIM_GATHER_SECONDS - loop.time()
-                if rest > 0 and not stopping.is_set() and not self._hurry.is_set():
+                if rest > 0 and not stopping.is_set() and not self._handed:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._hurry.wait(), rest)
-                self._hurry.clear()
+                        await asyncio.wait_for(self._handed_ready.wait(), rest)
         finally:
+            self._running = False
+            handed, self._handed = self._handed, []
+            self._handed_ready.clear()
+            for mt in handed:
+                self._finish_unsent(mt)
             if prefetch is not None:
                 batch = await _result_or_empty(prefetch)
                 for mt in batch:
                     self._finish_unsent(mt)
             await self._wait_drained(session)
 
-    def hurry(self) -> None:
-        """Claim now rather than after the gather wait: replies to MOs were just queued."""
-        self._hurry.set()
+    def take(self, claimed: Sequence[ClaimedMt]) -> None:
+        """Send MTs another transaction claimed for this link (``submitting``, attempts
+        counted) as soon as the window allows; with no session running, they are queued
+        again (through the writer, like MTs a closing session could not send)."""
+        if not claimed:
+            return
+        if not self._running:
+            for mt in claimed:
+                self._finish_unsent(mt)
+            return
+        self._handed.extend(claimed)
+        self._handed_ready.set()
 
     async def _idle(self, session: SmppSession, stopping: asyncio.Event) -> None:
+        nudged = asyncio.create_task(self._nudge.wait(IDLE_POLL_SECONDS))
         waiters = [
-            asyncio.create_task(self._nudge.wait(IDLE_POLL_SECONDS)),
+            nudged,
+            asyncio.create_task(self._handed_ready.wait()),
             asyncio.create_task(stopping.wait()),
             asyncio.create_task(session.wait_closed()),
         ]
@@ -263,6 +301,9 @@ class Submitter:
             for waiter in waiters:
                 waiter.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
+        if nudged.done() and not nudged.cancelled():
+            # Nudged (an MT was queued in this process) or the poll is due.
+            self._look = True
 
     async def _send_batch(
         self, session: SmppSession, stopping: asyncio.Event, batch: list[ClaimedMt]

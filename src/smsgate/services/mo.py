@@ -50,6 +50,9 @@ class MoOutcome:
     duplicate: bool
     status: str
     service_id: int | None
+    item_handled: bool = False
+    """A one-at-a-time handler (:data:`MoItemHandler`) acted on it: it may have queued MTs
+    of its own beside the replies (which name the MO in ``mt_messages.mo_id``)."""
 
 
 @dataclass(frozen=True)
@@ -168,14 +171,23 @@ async def receive_mos(
         if number is not None and number.default_reply:
             replies[mo_id] = (_reply_mt(mo, Reply(number.default_reply)), None)
     changed = await _handle(session, routed, handlers, now)
+    item_types = {
+        service_type
+        for service_type in routed
+        if service_type in handlers and not isinstance(handlers[service_type], MoBatchHandler)
+    }
     for routed_mo in changed:
         if routed_mo.reply is not None:
             mt = _reply_mt(routed_mo.incoming, routed_mo.reply)
             replies[routed_mo.mo_id] = (mt, routed_mo.reply.mt_id_key)
-    for mos in routed.values():
+    for service_type, mos in routed.items():
         for routed_mo in mos:
             outcomes[_key(routed_mo.incoming)] = MoOutcome(
-                routed_mo.mo_id, False, routed_mo.status, routed_mo.service.id
+                routed_mo.mo_id,
+                False,
+                routed_mo.status,
+                routed_mo.service.id,
+                item_handled=service_type in item_types,
             )
     await _write_replies(session, connection, changed, replies, now)
     return _in_order(incomings, firsts, outcomes)
