@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import APIRouter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from smsgate.api.access_codes import app_checker
 from smsgate.api.app import create_api
 from smsgate.config import Settings
 from smsgate.domain.clock import Clock, SystemClock
@@ -100,6 +101,8 @@ def make_components(
 
         async def _run_api() -> None:
             try:
+                # The code checks' connections open now, not on the first check.
+                await app_checker(http_app).start()
                 await server.serve()
             finally:
                 # The code checker holds a thread (SQLite) or a pool (PostgreSQL) of its own.

@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
+from starlette.applications import Starlette
 from starlette.datastructures import FormData
 
 from smsgate.api.auth import CurrentMerchant
@@ -48,15 +49,19 @@ MAX_ID_DIGITS: Final = 18  # fits a signed 64-bit id
 LEGACY_FIELDS: Final = ("user_id", "service_id", "code", "ip")
 
 
-def code_checker(request: Request) -> CodeChecker:
+def app_checker(app: Starlette) -> CodeChecker:
     """The app's checker, made on first use (inside the event loop that will use it)."""
-    checker: CodeChecker | None = getattr(request.app.state, "code_checker", None)
+    checker: CodeChecker | None = getattr(app.state, "code_checker", None)
     if checker is None:
-        runtime: Runtime = request.app.state.runtime
+        runtime: Runtime = app.state.runtime
         bans = BanList(make_storage(runtime.settings.redis_url))
         checker = CodeChecker(runtime.engine, runtime.clock, bans)
-        request.app.state.code_checker = checker
+        app.state.code_checker = checker
     return checker
+
+
+def code_checker(request: Request) -> CodeChecker:
+    return app_checker(request.app)
 
 
 # -- check_code.php ------------------------------------------------------------------------------

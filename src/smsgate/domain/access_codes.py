@@ -30,7 +30,7 @@ from __future__ import annotations
 import secrets
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Final, Protocol
@@ -247,8 +247,12 @@ def expires_at(state: CodeState) -> datetime | None:
     This is ``{valid_until}`` in a reply: for a period_from_first_use code before its first
     use it is only the lifetime end, if any.
     """
-    ends = [end for end in (state.valid_until, state.lifetime_until) if end is not None]
-    return min(ends) if ends else None
+    valid_until, lifetime_until = state.valid_until, state.lifetime_until
+    if valid_until is None:
+        return lifetime_until
+    if lifetime_until is None or valid_until <= lifetime_until:
+        return valid_until
+    return lifetime_until
 
 
 def code_status(state: CodeState, now: datetime) -> CodeStatus:
@@ -278,9 +282,12 @@ def use(state: CodeState, rules: CodeRules, now: datetime) -> CodeState:
     uses_left = state.uses_left
     if state.kind is CodeKind.USES and uses_left is not None:
         uses_left -= 1
-    return replace(
-        state,
+    # The constructor, not dataclasses.replace: this runs on every successful check.
+    return CodeState(
+        kind=state.kind,
+        issued_at=state.issued_at,
         valid_until=valid_until,
+        lifetime_until=state.lifetime_until,
         first_used_at=now if first_use else state.first_used_at,
         uses_left=uses_left,
         uses_count=state.uses_count + 1,

@@ -1,12 +1,13 @@
 """Where batches of code checks are decided: one transaction per batch, written set-wise.
 
-- SQLite: stdlib ``sqlite3`` on a thread of its own and a connection of its own, so the
-  statements (one lookup per service through ``json_each``, ``executemany`` for the updates
-  and the check rows) run in C, off the event loop. ``BEGIN IMMEDIATE`` takes SQLite's one
-  write lock before the lookup, so what the batch reads no other process can change before
-  it commits; the one thread also queues this process's batches in order instead of in
-  SQLite's busy handler, which sleeps in steps of up to 100 ms. WAL checkpoints run on a
-  thread of their own (:class:`Checkpointer`).
+- SQLite: stdlib ``sqlite3`` on connections of its own, so the statements (one lookup per
+  service through ``json_each``, ``executemany`` for the updates and the check rows) run in
+  C. ``BEGIN IMMEDIATE`` takes SQLite's one write lock before the lookup, so what the batch
+  reads no other process can change before it commits. A batch runs on the event loop when
+  the lock is free at once, and otherwise on a thread of the store's own that waits for it
+  (:class:`SqliteCheckStore`); that thread queues this process's batches in order instead
+  of in SQLite's busy handler, which sleeps in steps of up to 100 ms. WAL checkpoints run
+  on a thread of their own (:class:`Checkpointer`).
 - PostgreSQL: a small asyncpg pool of the checker's own (the statements are prepared once
   per connection by asyncpg's cache). The batch's codes are read ``FOR UPDATE`` in the order
   of their ids (two processes locking overlapping batches cannot deadlock), and the updates
@@ -78,6 +79,9 @@ class CheckStore(Protocol):
         """The service's row, read on the store's own connection: on SQLite a plain read
         (the gateway's engine would take the write lock for it, and queue behind batches)."""
 
+    async def start(self) -> None:
+        """Open what the first batch needs (optional: ``run`` opens it too)."""
+
     async def aclose(self) -> None: ...
 
 
@@ -111,13 +115,13 @@ def sqlite_time(when: datetime | None) -> str | None:
         return None
     if when.tzinfo is not UTC:
         when = when.astimezone(UTC)
-    return when.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return when.isoformat(" ", "microseconds")[:26]  # without its "+00:00"
 
 
 def sqlite_parse_time(value: Any) -> datetime | None:
     if value is None:
         return None
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    return datetime.fromisoformat(value + "+00:00")
 
 
 # About SQLite's own auto-checkpoint (1,000 pages): a check writes two to three pages.
@@ -162,8 +166,33 @@ class Checkpointer:
             db.close()
 
 
+# A batch at most this large is decided on the event loop (about 50 µs a check: a few ms).
+MAX_ON_LOOP: Final = 64
+
+
+class WriteLockBusy(Exception):
+    """Another connection holds SQLite's write lock: the batch goes to the thread, which waits."""
+
+
+def _lock_busy(exc: sqlite3.OperationalError) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
+
+
 class SqliteCheckStore:
-    """The batches of one process, one after another on one thread and one connection."""
+    """The batches of one process, one after another.
+
+    A batch runs on the event loop itself when SQLite's write lock is free at that moment: a
+    batch is a few statements in C and costs less than handing it to a thread and back
+    (measured: 5,100 checks/s on the loop against 4,000 through the thread). The loop's
+    connection never waits for the lock (``busy_timeout`` 0): when another connection (another
+    gateway process, or this one's engine) holds it, or the batch is large, the batch runs on
+    the store's thread instead, whose connection waits for the lock. A WAL commit does not sync
+    the disk (``synchronous=NORMAL``) and checkpoints run on a thread of their own, so once
+    the lock is taken nothing in the batch waits for I/O.
+    """
 
     batches_in_flight = 1
 
@@ -171,41 +200,62 @@ class SqliteCheckStore:
         if not url.database or url.database == ":memory:":
             raise ValueError("code checks need a SQLite file shared with the gateway")
         self._path = url.database
+        self._loop_db: sqlite3.Connection | None = None  # opened, used and closed on the loop
         self._db: sqlite3.Connection | None = None  # opened, used and closed on the thread
         self._checkpointer: Checkpointer | None = None
         self._checks_since_checkpoint = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="code-checks")
 
     async def run(self, batch: list[PendingCheck]) -> list[CheckResult]:
+        if len(batch) <= MAX_ON_LOOP:
+            try:
+                return self._transaction(self._loop_db or self._connect_loop(), batch)
+            except WriteLockBusy:
+                pass
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, batch)
+        return await loop.run_in_executor(self._executor, self._on_thread, batch)
 
     async def service(self, service_id: int) -> ServiceRow | None:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._service, service_id)
 
+    async def start(self) -> None:
+        if self._loop_db is None:
+            self._connect_loop()
+
     def _service(self, service_id: int) -> ServiceRow | None:
-        db = self._db or self._connect()
+        db = self._db or self._connect_thread()
         return _service_row(db.execute(_SERVICE.format("?"), (service_id,)).fetchone())
 
     async def aclose(self) -> None:
+        if self._loop_db is not None:
+            self._loop_db.close()
+            self._loop_db = None
         await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=True)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy_timeout_ms: int) -> sqlite3.Connection:
         # The pragmas store/db.py gives the gateway's own connections; BEGIN is ours.
         db = sqlite3.connect(self._path, isolation_level=None, cached_statements=16)
         for pragma in (
             "PRAGMA journal_mode=WAL",
             "PRAGMA synchronous=NORMAL",
-            "PRAGMA busy_timeout=30000",
+            f"PRAGMA busy_timeout={busy_timeout_ms}",
             "PRAGMA foreign_keys=ON",
             "PRAGMA wal_autocheckpoint=0",  # the checkpointer's work
         ):
             db.execute(pragma)
-        self._checkpointer = Checkpointer(self._path)
-        self._db = db
+        if self._checkpointer is None:
+            self._checkpointer = Checkpointer(self._path)
         return db
+
+    def _connect_loop(self) -> sqlite3.Connection:
+        self._loop_db = self._connect(0)
+        return self._loop_db
+
+    def _connect_thread(self) -> sqlite3.Connection:
+        self._db = self._connect(30_000)
+        return self._db
 
     def _close(self) -> None:
         if self._checkpointer is not None:
@@ -221,9 +271,18 @@ class SqliteCheckStore:
             self._checks_since_checkpoint = 0
             self._checkpointer.request()
 
-    def _transaction(self, batch: list[PendingCheck]) -> list[CheckResult]:
-        db = self._db or self._connect()
-        db.execute("BEGIN IMMEDIATE")
+    def _on_thread(self, batch: list[PendingCheck]) -> list[CheckResult]:
+        return self._transaction(self._db or self._connect_thread(), batch)
+
+    def _transaction(self, db: sqlite3.Connection, batch: list[PendingCheck]) -> list[CheckResult]:
+        """One batch in one transaction; WriteLockBusy (nothing written) when ``db`` gave up
+        waiting for the write lock."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _lock_busy(exc):
+                raise WriteLockBusy from exc
+            raise
         try:
             found: dict[tuple[int, str], StoredCode] = {}
             for service_id, codes in lookups(batch).items():
@@ -244,9 +303,11 @@ class SqliteCheckStore:
                 [check_row(c, r, sqlite_time) for c, r in zip(batch, results, strict=True)],
             )
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _lock_busy(exc):
+                raise WriteLockBusy from exc
             raise
         self._committed(len(batch))
         return results
@@ -332,6 +393,10 @@ class PostgresCheckStore:
                     *_columns(rows, len(CHECK_COLUMNS)),
                 )
             return results
+
+    async def start(self) -> None:
+        if self._pool is None:
+            await self._open()
 
     async def service(self, service_id: int) -> ServiceRow | None:
         pool = self._pool or await self._open()

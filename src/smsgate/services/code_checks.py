@@ -283,6 +283,14 @@ class CodeChecker:
             )
         )
 
+    async def start(self) -> None:
+        """Open the store's connections before the first check needs them; a failure is
+        logged and left to the first check to meet again."""
+        try:
+            await self._store.start()
+        except Exception:
+            log.warning("code checks: the store could not start yet", exc_info=True)
+
     async def aclose(self) -> None:
         await self._batches.aclose()
         await self._store.aclose()

@@ -5,12 +5,13 @@ be reached."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from tests.integration.access_codes.conftest import client_from, code_of, send_mo
 
 from smsgate.api.app import create_api
@@ -20,7 +21,7 @@ from smsgate.domain.clock import FakeClock
 from smsgate.runtime import Runtime
 from smsgate.services.bans import BanList, make_storage
 from smsgate.services.check_batch import CheckAnswer, PendingCheck
-from smsgate.services.check_stores import make_check_store
+from smsgate.services.check_stores import MAX_ON_LOOP, make_check_store
 from smsgate.services.code_checks import CheckRequest, CodeChecker
 from smsgate.store.models import AccessCode, CodeCheck
 
@@ -192,3 +193,56 @@ async def test_an_unreachable_database_answers_503_and_never_code_ok(
     assert response.status_code == 503
     assert response.text == "SERVICE_DISABLED"
     assert response.headers["retry-after"] == "1"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_batch_waits_off_the_loop_while_another_connection_writes(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    """On SQLite a batch runs on the event loop only when the write lock is free at once;
+    while another connection holds it the batch waits on the store's thread, and the loop
+    goes on serving everything else."""
+    code = await issue(runtime, "KOD", "m-1")
+    path = runtime.engine.url.database
+    assert path is not None
+    writer = sqlite3.connect(path, isolation_level=None)
+    store = make_check_store(runtime.engine.url)
+    try:
+        await store.start()
+        writer.execute("BEGIN IMMEDIATE")
+        batch = asyncio.ensure_future(store.run([pending(102, code, clock)]))
+        ticks = 0
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not batch.done()  # the loop was never blocked by the lock
+        writer.execute("COMMIT")
+        [result] = await asyncio.wait_for(batch, timeout=10)
+    finally:
+        writer.close()
+        await store.aclose()
+    assert result.answer is CheckAnswer.CODE_OK
+    assert (await stored(runtime, code)).uses_left == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+async def test_a_large_batch_is_decided_on_the_thread_with_the_same_rules(
+    runtime: Runtime, clock: FakeClock
+) -> None:
+    code = await issue(runtime, "KOD", "m-1")
+    checks = [pending(102, code, clock)] * 2 + [
+        pending(102, f"NONE{n:04d}", clock) for n in range(MAX_ON_LOOP)
+    ]
+    store = make_check_store(runtime.engine.url)
+    try:
+        results = await store.run(checks)
+    finally:
+        await store.aclose()
+    assert Counter(r.answer for r in results) == {
+        CheckAnswer.CODE_OK: 1,
+        CheckAnswer.CODE_EXPIRED: 1,
+        CheckAnswer.CODE_NOT_FOUND: MAX_ON_LOOP,
+    }
+    async with runtime.sessions() as session:
+        rows = await session.scalar(select(func.count()).select_from(CodeCheck))
+    assert rows == MAX_ON_LOOP + 2
