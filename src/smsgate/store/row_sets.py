@@ -126,7 +126,10 @@ def _payload(
     return json.dumps(rows, separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=8)
 def _time_storer(dialect: Dialect) -> Any:
+    # Cached: building the bind processor adapts SQLAlchemy types, which cost more than the
+    # rest of a small statement's Python work.
     column_type = UTCDateTime()
     if dialect.name == "sqlite":
         # The very text SQLAlchemy writes for the column, so that comparisons keep working.
