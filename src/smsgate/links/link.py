@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from smsgate.domain.backoff import RetryPolicy
+from smsgate.links.mo_direct import direct_store
 from smsgate.links.receiver import Receiver
 from smsgate.links.settings import LinkSettings
 from smsgate.links.state import LinkState
@@ -106,7 +107,8 @@ class OperatorLink:
             on_mts_queued=runtime.wake_links,
             on_replies=self.submitter.take,
             on_unmatched=self.submitter.writer.receipt_unmatched,
-            before_receipts=self.submitter.writer.flush,
+            outcomes=self.submitter.writer,
+            direct=direct_store(runtime.engine),
         )
         self._backoff = RetryPolicy(
             base_seconds=settings.reconnect_min_seconds,

@@ -27,7 +27,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from sqlalchemy import Table, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -68,34 +68,21 @@ async def store_whole_mos(
     now: datetime,
     redelivery_window: timedelta,
     handlers: Mapping[str, MoHandler],
+    confirmed: Sequence[int] = (),
 ) -> list[StoredMo]:
-    """:func:`store_whole_mo` for each of ``mos``, in a fixed number of statements.
+    """:func:`store_whole_mo` for each of ``mos``, in a fixed number of statements; first the
+    ``confirmed`` guards are deleted (:func:`confirm_acks`).
 
     The common case, MOs none of which is a redelivery, takes one look for earlier guards
-    and one insert of the new ones, then ``receive_mos`` for all. A batch with a redelivery
-    among its MOs, or MOs of several connections (a guard of one could match an MO of
-    another), is stored one MO at a time, in order, as :func:`store_whole_mo` does.
+    and one insert of the new ones (on PostgreSQL one statement with the deletion: a round
+    trip each costs more than the work), then ``receive_mos`` for all. A batch with a
+    redelivery among its MOs, or MOs of several connections (a guard of one could match an
+    MO of another), is stored one MO at a time, in order, as :func:`store_whole_mo` does.
     """
     if not mos:
+        await confirm_acks(session, list(confirmed))
         return []
     guarded = [mo for mo in mos if mo.part.smsc_id is None]
-    connections = {mo.connection_id for mo in guarded}
-    if len(connections) > 1 or await _earlier_guards(
-        session, operator_id, guarded, now - redelivery_window
-    ):
-        return [
-            await store_whole_mo(
-                session,
-                operator_id=operator_id,
-                part=mo.part,
-                text=mo.text,
-                connection_id=mo.connection_id,
-                now=now,
-                redelivery_window=redelivery_window,
-                handlers=handlers,
-            )
-            for mo in mos
-        ]
     stamp = int(now.timestamp() * 1_000_000)
     message_ids = [
         _smsc_message_id(mo.part.smsc_id)
@@ -114,17 +101,27 @@ async def store_whole_mos(
         for mo, message_id in zip(mos, message_ids, strict=True)
         if mo.part.smsc_id is None
     ]
-    connection = await session.connection()
-    guards = {
-        message_id: guard_id
-        for message_id, guard_id in await insert_rows(
-            connection,
-            _GUARDS,
-            guard_rows,
-            columns=_GUARD_COLUMNS,
-            returning=("operator_message_id", "id"),
+    guards: dict[str, int] | None = None
+    if len({mo.connection_id for mo in guarded}) > 1:
+        await confirm_acks(session, list(confirmed))
+    else:
+        guards = await _new_guards(
+            session, operator_id, guarded, guard_rows, now - redelivery_window, confirmed
         )
-    }
+    if guards is None:
+        return [
+            await store_whole_mo(
+                session,
+                operator_id=operator_id,
+                part=mo.part,
+                text=mo.text,
+                connection_id=mo.connection_id,
+                now=now,
+                redelivery_window=redelivery_window,
+                handlers=handlers,
+            )
+            for mo in mos
+        ]
     outcomes = await receive_mos(
         session,
         [
@@ -140,30 +137,86 @@ async def store_whole_mos(
     ]
 
 
+async def _new_guards(
+    session: AsyncSession,
+    operator_id: str,
+    guarded: Sequence[WholeMo],
+    rows: list[dict[str, Any]],
+    since: datetime,
+    confirmed: Sequence[int],
+) -> dict[str, int] | None:
+    """Delete the ``confirmed`` guards and insert ``rows`` (the guards of ``guarded``, MOs of
+    one connection), unless one of them matches a guard of another connection: None then
+    (a redelivery), and nothing inserted. Returns each guard's id by operator message id."""
+    connection = await session.connection()
+    if connection.dialect.name != "sqlite":
+        inserted = await execute(
+            connection,
+            _NEW_GUARDS_POSTGRESQL,
+            (
+                json.dumps(list(confirmed)),
+                operator_id,
+                guarded[0].connection_id if guarded else "",
+                since,
+                json.dumps(sorted({mo.part.fingerprint for mo in guarded})),
+                json.dumps(
+                    [{**row, "received_at": row["received_at"].isoformat()} for row in rows]
+                ),
+            ),
+        )
+        if rows and not inserted:
+            return None
+        return {message_id: guard_id for message_id, guard_id in inserted}
+    await confirm_acks(session, list(confirmed))
+    if await _earlier_guards(session, operator_id, guarded, since):
+        return None
+    return {
+        message_id: guard_id
+        for message_id, guard_id in await insert_rows(
+            connection,
+            _GUARDS,
+            rows,
+            columns=_GUARD_COLUMNS,
+            returning=("operator_message_id", "id"),
+        )
+    }
+
+
+# In a data-modifying WITH every part sees the table as it was before the statement: the
+# guards being deleted are left out of the look for earlier ones by their ids.
+_NEW_GUARDS_POSTGRESQL: Final = (
+    "WITH confirmed AS (SELECT json_array_elements_text($1::json)::bigint AS id), "
+    "gone AS (DELETE FROM mo_unconfirmed_acks WHERE id IN (SELECT id FROM confirmed)), "
+    "earlier AS (SELECT 1 FROM mo_unconfirmed_acks WHERE operator_id = $2 "
+    "AND connection_id != $3 AND received_at >= $4 "
+    "AND fingerprint IN (SELECT json_array_elements_text($5::json)) "
+    "AND id NOT IN (SELECT id FROM confirmed) LIMIT 1) "
+    "INSERT INTO mo_unconfirmed_acks (operator_id, fingerprint, operator_message_id, "
+    "connection_id, received_at) SELECT r.operator_id, r.fingerprint, r.operator_message_id, "
+    "r.connection_id, r.received_at FROM json_to_recordset($6::json) AS r(operator_id text, "
+    "fingerprint text, operator_message_id text, connection_id text, received_at timestamptz) "
+    "WHERE NOT EXISTS (SELECT 1 FROM earlier) RETURNING operator_message_id, id"
+)
+
+
 async def _earlier_guards(
     session: AsyncSession, operator_id: str, mos: Sequence[WholeMo], since: datetime
 ) -> bool:
-    """Whether any of ``mos`` matches a guard of another connection: a redelivery."""
+    """Whether any of ``mos`` matches a guard of another connection (SQLite): a redelivery."""
     if not mos:
         return False
     connection = await session.connection()
-    dialect = connection.dialect
-    sql = _EARLIER_SQLITE if dialect.name == "sqlite" else _EARLIER_POSTGRESQL
     fingerprints = json.dumps(sorted({mo.part.fingerprint for mo in mos}))
-    since_stored = stored_time(dialect, since)
+    since_stored = stored_time(connection.dialect, since)
     found = await execute(
-        connection, sql, (operator_id, mos[0].connection_id, since_stored, fingerprints)
+        connection, _EARLIER_SQLITE, (operator_id, mos[0].connection_id, since_stored, fingerprints)
     )
     return bool(found)
 
 
-_EARLIER: Final = (
-    "SELECT id FROM mo_unconfirmed_acks WHERE operator_id = {} AND connection_id != {} "
-    "AND received_at >= {} AND fingerprint IN ({}) LIMIT 1"
-)
-_EARLIER_SQLITE: Final = _EARLIER.format("?", "?", "?", "SELECT value FROM json_each(?)")
-_EARLIER_POSTGRESQL: Final = _EARLIER.format(
-    "$1", "$2", "$3", "SELECT json_array_elements_text($4::json)"
+_EARLIER_SQLITE: Final = (
+    "SELECT id FROM mo_unconfirmed_acks WHERE operator_id = ? AND connection_id != ? "
+    "AND received_at >= ? AND fingerprint IN (SELECT value FROM json_each(?)) LIMIT 1"
 )
 
 

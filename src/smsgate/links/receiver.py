@@ -13,7 +13,9 @@ the SMSC repeat it forever.
 
 The replies of the MOs are claimed for this link in the MOs' transaction and handed to the
 submitter once it commits (``on_replies``): no claim transaction stands between an MO and its
-reply.
+reply. MOs and receipts are queued apart and stored by two tasks, in transactions of their own:
+an MO never waits for a batch of receipts (only, on SQLite, for the one write lock), and goes
+on the direct path when there is one (``mo_direct.py``: the transaction in one hand-over).
 
 Receipts and submit outcomes are written under the link's write lock. Without it, on
 PostgreSQL, a receipt and the submit_sm_resp of its part could commit at the same moment,
@@ -25,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Final
@@ -35,9 +37,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from smsgate.domain.clock import Clock
 from smsgate.links import mo_store
 from smsgate.links.incoming import is_receipt, read_mo, read_receipt
+from smsgate.links.mo_direct import DirectStore, NotDirect
 from smsgate.links.pdus import ClaimedMt
 from smsgate.links.settings import LinkSettings
 from smsgate.links.state import LINK_DELIVER_SM, LinkState
+from smsgate.links.writer import MtOutcome, ResultWriter
 from smsgate.services.dlr import IncomingReceipt, receive_receipts
 from smsgate.services.mo import MoHandler
 from smsgate.smpp import (
@@ -60,7 +64,7 @@ from smsgate.smpp import (
 log = logging.getLogger(__name__)
 S = CommandStatus
 MAX_BATCH: Final = 500
-GATHER_SECONDS: Final = 0.01
+GATHER_SECONDS: Final = 0.05
 # Confirmed guards are deleted by the next batch's transaction (before it looks any up), or
 # after this long by a transaction of their own when no batch comes.
 CONFIRMED_FLUSH_SECONDS: Final = 0.25
@@ -101,7 +105,8 @@ class Receiver:
         on_mts_queued: Callable[[], None] = lambda: None,
         on_replies: Callable[[list[ClaimedMt]], None] = lambda claimed: None,
         on_unmatched: Callable[[str], None] = lambda message_id: None,
-        before_receipts: Callable[[], Awaitable[None]] | None = None,
+        outcomes: ResultWriter | None = None,
+        direct: DirectStore | None = None,
     ) -> None:
         self.settings = settings
         self._sessions = sessions
@@ -113,14 +118,17 @@ class Receiver:
         self._on_mts_queued = on_mts_queued
         self._on_replies = on_replies
         self._on_unmatched = on_unmatched
-        self._before_receipts = before_receipts
-        self._queue: list[_Item] = []
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._outcomes = outcomes
+        self._direct = direct
+        self._mo_queue: list[_Item] = []
+        self._receipt_queue: list[_Item] = []
+        self._mo_task: asyncio.Task[None] | None = None
+        self._receipt_task: asyncio.Task[None] | None = None
         self._probes: set[asyncio.Task[None]] = set()
         self._confirmed: list[int] = []
         self._confirmed_flush: asyncio.Task[None] | None = None
         self.batches = 0
+        self.direct_batches = 0  # of them, done on the direct path (for tests and benchmarks)
 
     def handler_for(self, session: SmppSession, connection_id: str) -> Handler:
         """The request handler of one session (``connection_id`` names that connection)."""
@@ -128,10 +136,15 @@ class Receiver:
         async def handle(pdu: IncomingPdu) -> Response | None:
             if isinstance(pdu, DeliverSm | DataSm):
                 item = _Item(pdu, session, connection_id)
-                self._queue.append(item)
-                self._wake.set()
-                if self._task is None or self._task.done():
-                    self._task = asyncio.get_running_loop().create_task(self._run())
+                if is_receipt(pdu):
+                    self._receipt_queue.append(item)
+                    if self._receipt_task is None or self._receipt_task.done():
+                        loop = asyncio.get_running_loop()
+                        self._receipt_task = loop.create_task(self._run_receipts())
+                else:
+                    self._mo_queue.append(item)
+                    if self._mo_task is None or self._mo_task.done():
+                        self._mo_task = asyncio.get_running_loop().create_task(self._run_mos())
                 return await item.future
             if isinstance(pdu, AlertNotification | Outbind):
                 return None  # §4.12, §4.1.7: notifications; nothing to answer
@@ -141,13 +154,15 @@ class Receiver:
 
     async def close(self) -> None:
         """Finish the batch in progress; drop what is queued (it was never acknowledged)."""
-        for item in self._queue:
-            if not item.future.done():
-                item.future.set_result(_response(item.pdu, S.ESME_RX_T_APPN))
-        self._queue.clear()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for queue in (self._mo_queue, self._receipt_queue):
+            for item in queue:
+                if not item.future.done():
+                    item.future.set_result(_response(item.pdu, S.ESME_RX_T_APPN))
+            queue.clear()
+        for task in (self._mo_task, self._receipt_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for probe in list(self._probes):
             probe.cancel()
         await asyncio.gather(*self._probes, return_exceptions=True)
@@ -155,17 +170,75 @@ class Receiver:
             self._confirmed_flush.cancel()
             await asyncio.gather(self._confirmed_flush, return_exceptions=True)
         await self._delete_confirmed()
+        if self._direct is not None:
+            await self._direct.aclose()
 
-    async def _run(self) -> None:
-        while self._queue:
-            if len(self._queue) < MAX_BATCH // 4 and all(is_receipt(i.pdu) for i in self._queue):
+    async def _run_mos(self) -> None:
+        while self._mo_queue:
+            batch = self._mo_queue[:MAX_BATCH]
+            del self._mo_queue[:MAX_BATCH]
+            if self._direct is None or not await self._process_direct(batch):
+                await self._process(batch)
+
+    async def _run_receipts(self) -> None:
+        while self._receipt_queue:
+            if len(self._receipt_queue) < MAX_BATCH // 4:
                 # Let a few milliseconds of receipts gather: one transaction (and one flush of
-                # the submit outcomes) for many instead of one each when they trickle in. Not
-                # for an MO: someone is waiting for its reply.
+                # the submit outcomes) for many instead of one each when they trickle in.
                 await asyncio.sleep(GATHER_SECONDS)
-            batch = self._queue[:MAX_BATCH]
-            del self._queue[:MAX_BATCH]
+            batch = self._receipt_queue[:MAX_BATCH]
+            del self._receipt_queue[:MAX_BATCH]
             await self._process(batch)
+
+    async def _process_direct(self, batch: list[_Item]) -> bool:
+        """MOs on the direct path (``mo_direct.py``); False when they need the ordinary one
+        (nothing was written then)."""
+        assert self._direct is not None
+        parts = [read_mo(item.pdu) for item in batch]
+        if any(part.concat is not None for part in parts):
+            return False
+        now = self._clock.now()
+        confirmed = self._take_confirmed()
+        try:
+            alphabet = self.settings.default_alphabet
+            mos = [
+                mo_store.WholeMo(part, part.text(alphabet), item.connection_id)
+                for part, item in zip(parts, batch, strict=True)
+            ]
+
+            async def transaction(session: AsyncSession) -> tuple[list[_Result], list[ClaimedMt]]:
+                stored = await mo_store.store_whole_mos(
+                    session,
+                    operator_id=self.settings.operator_id,
+                    mos=mos,
+                    now=now,
+                    redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
+                    handlers=self._handlers,
+                    confirmed=confirmed,
+                )
+                results = [_mo_result(one) for one in stored]
+                claimed = await mo_store.claim_replies(
+                    session,
+                    self.settings.operator_id,
+                    [result.mo_id for result in results if result.mo_id is not None],
+                    now,
+                )
+                return results, claimed
+
+            async with self._lock if self._direct.serialised else contextlib.nullcontext():
+                results, claimed = await self._direct.run(transaction)
+        except NotDirect as exc:
+            log.debug("%s: MO batch not direct: %s", self.settings.operator_id, exc)
+            self._restore_confirmed(confirmed)
+            return False
+        except Exception:
+            # The ordinary path does it again, and reports the failure if it is one.
+            log.debug("%s: direct MO batch failed", self.settings.operator_id, exc_info=True)
+            self._restore_confirmed(confirmed)
+            return False
+        self.direct_batches += 1
+        self._answer(batch, results, claimed)
+        return True
 
     async def _process(self, batch: list[_Item]) -> None:
         try:
@@ -181,6 +254,11 @@ class Receiver:
             )
             self._state.error("database", str(exc))
             results, claimed = [_Result(S.ESME_RX_T_APPN, "refused")] * len(batch), []
+        self._answer(batch, results, claimed)
+
+    def _answer(self, batch: list[_Item], results: list[_Result], claimed: list[ClaimedMt]) -> None:
+        """Answer the SMSC once the batch is committed (or refused), then hand over the
+        replies and wake whoever has work now."""
         self.batches += 1
         guards: dict[str, tuple[SmppSession, list[int]]] = {}
         for item, result in zip(batch, results, strict=True):
@@ -215,34 +293,49 @@ class Receiver:
         receipts = [i for i, item in enumerate(batch) if is_receipt(item.pdu)]
         mos = [i for i, item in enumerate(batch) if not is_receipt(item.pdu)]
         results: list[_Result | None] = [None] * len(batch)
-        async with contextlib.AsyncExitStack() as stack:
-            if receipts:
-                if self._before_receipts is not None:
-                    # Write the submit outcomes waiting in memory first, so that receipts
-                    # find their parts (most SMSCs answer with the receipt at once).
-                    await self._before_receipts()
-                await stack.enter_async_context(self._lock)
-            session = await stack.enter_async_context(self._sessions())
-            await stack.enter_async_context(session.begin())
-            confirmed = len(self._confirmed)
-            if confirmed:
-                await mo_store.confirm_acks(session, self._confirmed[:confirmed])
-            if isolate:
-                for i, item in enumerate(batch):
-                    results[i] = await self._isolated(session, item, now)
-            else:
-                if mos:
-                    stored = await self._mos(session, [batch[i] for i in mos], now)
-                    for i, result in zip(mos, stored, strict=True):
-                        results[i] = result
+        # The confirmed guards go with a batch of MOs (the next MOs look for guards).
+        confirmed = self._take_confirmed() if mos else []
+        outcomes: list[MtOutcome] = []
+        waiting: list[str] = []
+        try:
+            async with contextlib.AsyncExitStack() as stack:
                 if receipts:
-                    stored = await self._receipts(session, [batch[i] for i in receipts], now)
-                    for i, result in zip(receipts, stored, strict=True):
-                        results[i] = result
-            mo_ids = [r.mo_id for r in results if r is not None and r.mo_id is not None]
-            claimed = await mo_store.claim_replies(session, self.settings.operator_id, mo_ids, now)
-        # Committed: those guards are gone (more may have been confirmed meanwhile).
-        del self._confirmed[:confirmed]
+                    if self._outcomes is not None:
+                        await self._outcomes.settled()
+                    await stack.enter_async_context(self._lock)
+                    if self._outcomes is not None and not isolate:
+                        # The submit outcomes waiting in memory go first, so that receipts
+                        # find their parts (most SMSCs answer with the receipt at once).
+                        outcomes = self._outcomes.take()
+                session = await stack.enter_async_context(self._sessions())
+                await stack.enter_async_context(session.begin())
+                if confirmed:
+                    await mo_store.confirm_acks(session, confirmed)
+                if outcomes and self._outcomes is not None:
+                    waiting = await self._outcomes.write_in(session, outcomes)
+                if isolate:
+                    for i, item in enumerate(batch):
+                        results[i] = await self._isolated(session, item, now)
+                else:
+                    if mos:
+                        stored = await self._mos(session, [batch[i] for i in mos], now)
+                        for i, result in zip(mos, stored, strict=True):
+                            results[i] = result
+                    if receipts:
+                        stored = await self._receipts(session, [batch[i] for i in receipts], now)
+                        for i, result in zip(receipts, stored, strict=True):
+                            results[i] = result
+                mo_ids = [r.mo_id for r in results if r is not None and r.mo_id is not None]
+                claimed = await mo_store.claim_replies(
+                    session, self.settings.operator_id, mo_ids, now
+                )
+        except BaseException:
+            self._restore_confirmed(confirmed)
+            if self._outcomes is not None:
+                self._outcomes.give_back(outcomes)
+            raise
+        if outcomes and self._outcomes is not None:
+            self._outcomes.written(waiting)
         return [result for result in results if result is not None], claimed
 
     async def _isolated(self, session: AsyncSession, item: _Item, now: datetime) -> _Result:
@@ -362,22 +455,31 @@ class Receiver:
     async def _flush_confirmed(self) -> None:
         """Delete the confirmed guards no batch has taken along."""
         await asyncio.sleep(CONFIRMED_FLUSH_SECONDS)
-        if self._task is not None and not self._task.done():
-            # A batch is under way: let it end, then take what it did not.
-            await asyncio.wait({self._task})  # (wait, unlike gather, never cancels it)
+        if self._mo_task is not None and not self._mo_task.done():
+            # MOs are being stored: let them end, then take what they did not.
+            await asyncio.wait({self._mo_task})  # (wait, unlike gather, never cancels it)
         await self._delete_confirmed()
 
     async def _delete_confirmed(self) -> None:
         """The confirmed guards, in a transaction of their own."""
-        confirmed = len(self._confirmed)
+        confirmed = self._take_confirmed()
         if not confirmed:
             return
         try:
             async with self._sessions() as db, db.begin():
-                await mo_store.confirm_acks(db, self._confirmed[:confirmed])
-            del self._confirmed[:confirmed]
+                await mo_store.confirm_acks(db, confirmed)
         except Exception as exc:
+            self._restore_confirmed(confirmed)
             self._state.error("database", str(exc))  # the guards expire on their own
+
+    def _take_confirmed(self) -> list[int]:
+        """The confirmed guards, for a transaction to delete (:meth:`_restore_confirmed` if
+        it fails): each is taken by one transaction only."""
+        confirmed, self._confirmed = self._confirmed, []
+        return confirmed
+
+    def _restore_confirmed(self, confirmed: list[int]) -> None:
+        self._confirmed[:0] = confirmed
 
     async def housekeeping(self) -> None:
         """Expire stale MO parts and redelivery guards (run every few minutes)."""

@@ -2,8 +2,11 @@
 
 A transaction per response would cap a link at the database's commit rate; instead outcomes
 are buffered and a single background task writes whatever has gathered, one transaction per
-batch, while the next responses keep arriving. An outcome not yet written when the process
-dies leaves its MT ``submitting``, which the next owner marks ``unknown`` (submitter.py).
+batch, while the next responses keep arriving. A batch of receipts takes the outcomes
+gathered so far into its own transaction (:meth:`ResultWriter.take`), before it looks for
+their parts: most SMSCs send the receipt right after the response. An outcome not yet
+written when the process dies leaves its MT ``submitting``, which the next owner marks
+``unknown`` (submitter.py).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH: Final = 2000
 MAX_EARLY_RECEIPTS: Final = 100_000
-GATHER_SECONDS: Final = 0.01
+GATHER_SECONDS: Final = 0.05
 _CHUNK: Final = 500  # ids per IN (...) list
 _WRITE_ATTEMPTS: Final = 5
 
@@ -104,6 +107,8 @@ class ResultWriter:
         self._buffer: list[MtOutcome] = []
         self._task: asyncio.Task[None] | None = None
         self._flushing = False
+        self._urgent = False
+        self._writing: asyncio.Task[None] | None = None  # a transaction of ours under way
         # Ids of receipts stored before their part was known (reported by the receiver under
         # the lock), oldest first. A receipt stored before a restart cannot be waiting: its
         # part was either written before the restart, or its MT became unknown.
@@ -123,6 +128,9 @@ class ResultWriter:
 
     def add(self, outcome: MtOutcome) -> None:
         self._buffer.append(outcome)
+        if outcome.status != "submitted":
+            # Rare, and worth writing at once: a retry's time, a failure's callback.
+            self._urgent = True
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -138,18 +146,42 @@ class ResultWriter:
         finally:
             self._flushing = False
 
+    async def settled(self) -> None:
+        """Return once no write of ours is under way (call before taking the write lock:
+        a write under way waits for it)."""
+        while self._writing is not None and not self._writing.done():
+            await asyncio.wait({self._writing})
+
+    def take(self) -> list[MtOutcome]:
+        """The outcomes gathered so far, for the caller's transaction (under the write lock,
+        after :meth:`settled`): write them with :meth:`write_in`, then call :meth:`written`,
+        or :meth:`give_back` when that transaction fails."""
+        batch = self._buffer[:MAX_BATCH]
+        del self._buffer[:MAX_BATCH]
+        return batch
+
+    def give_back(self, batch: list[MtOutcome]) -> None:
+        if batch:
+            self._buffer[:0] = batch
+            if self._task is None or self._task.done():
+                self._task = asyncio.get_running_loop().create_task(self._run())
+
     async def _run(self) -> None:
         while self._buffer:
-            if len(self._buffer) < MAX_BATCH // 4 and not self._flushing:
-                # Let a few milliseconds of responses gather: one transaction for many
-                # outcomes instead of one each when responses trickle in.
+            if len(self._buffer) < MAX_BATCH // 4 and not self._flushing and not self._urgent:
+                # Let some milliseconds of responses gather: one transaction for many outcomes
+                # instead of one each when responses trickle in. A batch of receipts usually
+                # takes them before (``take``).
                 await asyncio.sleep(GATHER_SECONDS)
+            self._urgent = False
             batch = self._buffer[:MAX_BATCH]
             del self._buffer[:MAX_BATCH]
+            if not batch:
+                continue  # a batch of receipts took them meanwhile
             for attempt in range(1, _WRITE_ATTEMPTS + 1):
                 try:
-                    await self._write(batch)
-                    self.batches += 1
+                    self._writing = asyncio.get_running_loop().create_task(self._write(batch))
+                    await asyncio.shield(self._writing)
                     break
                 except Exception as exc:
                     self._state.error("database", str(exc))
@@ -164,6 +196,21 @@ class ResultWriter:
                     await asyncio.sleep(0.1 * 2**attempt)
 
     async def _write(self, batch: list[MtOutcome]) -> None:
+        async with self._lock, self._sessions() as session, session.begin():
+            waiting = await self.write_in(session, batch)
+        self.written(waiting)
+
+    def written(self, waiting: list[str]) -> None:
+        """The transaction of :meth:`write_in` committed (``waiting``: what it returned)."""
+        self.batches += 1
+        for message_id in waiting:
+            self._early_receipts.pop(message_id, None)
+
+    async def write_in(self, session: AsyncSession, batch: list[MtOutcome]) -> list[str]:
+        """Write ``batch`` in the caller's transaction (under the write lock); returns the ids
+        of the early receipts it applied, for :meth:`written`."""
+        if not batch:
+            return []
         # submitted_at is when the outcome is written, within GATHER_SECONDS of the response.
         now = self._clock.now()
         op = self._operator_id
@@ -208,37 +255,35 @@ class ResultWriter:
                     }
                 )
                 settled.append(mt_id)
-        async with self._lock, self._sessions() as session, session.begin():
-            # Core statements on the connection: the ORM's bulk paths cost more than the
-            # database does at thousands of rows a second.
-            connection = await session.connection()
-            for chunk in _chunks(retried):
-                # The rows that stood for the parts of this attempt until their outcome.
-                await connection.execute(
-                    delete(_PARTS).where(_PARTS.c.mt_id.in_(chunk), _PARTS.c.status == "submitting")
-                )
-            sqlite = connection.dialect.name == "sqlite"
-            if parts:
-                if sqlite:
-                    await sqlite_batches.insert_parts(connection, op, parts, now)
-                else:
-                    await _insert_parts(connection, op, parts, now)
-            if submitted and sqlite:
-                await sqlite_batches.mark_submitted(connection, submitted, now)
-            if submitted and not sqlite:
-                await connection.execute(_SUBMITTED_UPDATE, {"b_ids": submitted, "b_now": now})
-            if finals:
-                await connection.execute(_FINAL_UPDATE, finals)
-            if requeued:
-                await connection.execute(_REQUEUE_UPDATE, requeued)
-            # The merchant hears "accepted", "failed" or "unknown" with the outcome itself
-            # (docs/bulk.md, "DLR callbacks"), before any receipt that came early.
-            await notify_submit_outcomes(session, settled, now=now)
-            waiting = [m for m in message_ids if m in self._early_receipts]
-            if waiting:
-                await apply_early_receipts(session, op, waiting, now=now)
-        for message_id in waiting:
-            self._early_receipts.pop(message_id, None)
+        # Core statements on the connection: the ORM's bulk paths cost more than the
+        # database does at thousands of rows a second.
+        connection = await session.connection()
+        for chunk in _chunks(retried):
+            # The rows that stood for the parts of this attempt until their outcome.
+            await connection.execute(
+                delete(_PARTS).where(_PARTS.c.mt_id.in_(chunk), _PARTS.c.status == "submitting")
+            )
+        sqlite = connection.dialect.name == "sqlite"
+        if parts:
+            if sqlite:
+                await sqlite_batches.insert_parts(connection, op, parts, now)
+            else:
+                await _insert_parts(connection, op, parts, now)
+        if submitted and sqlite:
+            await sqlite_batches.mark_submitted(connection, submitted, now)
+        if submitted and not sqlite:
+            await connection.execute(_SUBMITTED_UPDATE, {"b_ids": submitted, "b_now": now})
+        if finals:
+            await connection.execute(_FINAL_UPDATE, finals)
+        if requeued:
+            await connection.execute(_REQUEUE_UPDATE, requeued)
+        # The merchant hears "accepted", "failed" or "unknown" with the outcome itself
+        # (docs/bulk.md, "DLR callbacks"), before any receipt that came early.
+        await notify_submit_outcomes(session, settled, now=now)
+        waiting = [m for m in message_ids if m in self._early_receipts]
+        if waiting:
+            await apply_early_receipts(session, op, waiting, now=now)
+        return waiting
 
 
 async def _insert_parts(
