@@ -2,11 +2,12 @@
 
 Sites call ``check_code.php`` on every page view, so the database work of one check must cost
 next to nothing on the event loop. Checks that arrive while a batch is in the database queue
-up; the next batch takes them all (up to ``max_batch``) and decides them in one transaction
+up; the next batch takes them all (up to ``max_batch``) and decides them together
 (services/check_stores.py):
 
-1. every code of the batch is looked up at once, locked against other gateway processes
-   (SQLite: ``BEGIN IMMEDIATE``; PostgreSQL: ``SELECT ... FOR UPDATE``);
+1. every code of the batch is looked up at once, safe from other gateway processes (SQLite:
+   ``BEGIN IMMEDIATE`` locks them; PostgreSQL: each use is written only over the state it
+   was decided on, and decided again under ``SELECT ... FOR UPDATE`` when it was not);
 2. :func:`decide` applies the use rules of domain/access_codes.py in arrival order, on the
    state as it evolves within the batch: two checks of a one-use code in one batch give
    ``CODE_OK`` then ``CODE_EXPIRED``;

@@ -9,10 +9,12 @@
   of in SQLite's busy handler, which sleeps in steps of up to 100 ms. WAL checkpoints run
   on a thread of their own (:class:`Checkpointer`).
 - PostgreSQL: a small asyncpg pool of the checker's own (the statements are prepared once
-  per connection by asyncpg's cache). The batch's codes are read ``FOR UPDATE`` in the order
-  of their ids (two processes locking overlapping batches cannot deadlock), and the updates
-  and the check rows go in one statement through ``unnest`` of arrays: four round trips a
-  batch (BEGIN, lookup, write, COMMIT), whatever its size, and up to three batches at once.
+  per connection by asyncpg's cache), optimistic (:class:`PostgresCheckStore`): the batch's
+  codes are read without locks, and each use is written only if its code is still as read,
+  together with the check rows, in one statement through ``unnest`` of arrays: two round
+  trips a batch, whatever its size, and up to three batches at once. The checks of a code
+  that another process used in between are decided again with the codes read
+  ``FOR UPDATE``, in the order of their ids (so two processes cannot deadlock).
 """
 
 from __future__ import annotations
@@ -315,16 +317,44 @@ class SqliteCheckStore:
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
 
-_PG_FIND: Final = (
+# The codes as they are now, not locked: the optimistic path (PostgresCheckStore.run).
+_PG_READ: Final = (
     "SELECT c.id, c.code, c.kind, c.issued_at, c.valid_until, c.lifetime_until,"
     " c.first_used_at, c.uses_left, c.uses_count, c.period_seconds, c.status, c.service_id"
     " FROM access_codes AS c "
     "JOIN unnest($1::bigint[], $2::text[]) AS wanted(service_id, code) "
-    "ON c.service_id = wanted.service_id AND c.code = wanted.code "
-    "ORDER BY c.id FOR UPDATE OF c"
+    "ON c.service_id = wanted.service_id AND c.code = wanted.code"
 )
-# The uses and the check rows in one statement: a data-modifying CTE runs to completion
-# whether or not the main statement reads it.
+_PG_FIND: Final = _PG_READ + " ORDER BY c.id FOR UPDATE OF c"
+# The uses, each only if its code is still as it was read (its count of uses and its status:
+# every change of a code counts a use or sets its status), and the check rows but those of
+# a code whose use was refused, in one statement: a data-modifying CTE runs to completion
+# whether or not the main statement reads it, and the insert sees what the update returned.
+# Gives the ids of the codes used.
+_PG_USE_IF_UNCHANGED_AND_RECORD: Final = (
+    "WITH wanted AS ("
+    " SELECT * FROM unnest($1::int[], $2::timestamptz[], $3::timestamptz[], $4::int[],"
+    " $5::text[], $6::bigint[], $7::int[], $8::text[])"
+    " AS u(uses_count, first_used_at, valid_until, uses_left, status, id, seen_uses,"
+    " seen_status)), "
+    "used AS ("
+    " UPDATE access_codes AS c SET uses_count = w.uses_count, first_used_at = w.first_used_at,"
+    " valid_until = w.valid_until, uses_left = w.uses_left, status = w.status"
+    " FROM wanted AS w"
+    " WHERE c.id = w.id AND c.uses_count = w.seen_uses AND c.status = w.seen_status"
+    " RETURNING c.id), "
+    "recorded AS ("
+    " INSERT INTO code_checks (service_id, code_id, code_given, at, requester_ip, user_ip,"
+    " answer, via)"
+    " SELECT r.service_id, r.code_id, r.code_given, r.at, r.requester_ip, r.user_ip, r.answer,"
+    " r.via FROM unnest($9::bigint[], $10::bigint[], $11::text[], $12::timestamptz[],"
+    " $13::text[], $14::text[], $15::text[], $16::text[])"
+    " AS r(service_id, code_id, code_given, at, requester_ip, user_ip, answer, via)"
+    " WHERE r.code_id IS NULL OR r.code_id NOT IN (SELECT id FROM wanted)"
+    " OR r.code_id IN (SELECT id FROM used)) "
+    "SELECT id FROM used"
+)
+# Under the locks of _PG_FIND: the uses and the check rows, unconditionally.
 _PG_USE_AND_RECORD: Final = (
     "WITH used AS ("
     " UPDATE access_codes AS c SET uses_count = u.uses_count, first_used_at = u.first_used_at,"
@@ -362,6 +392,13 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
 
 
 class PostgresCheckStore:
+    """Batches decided optimistically: the codes are read without locks, the batch decided,
+    and each use written only if its code is still as read, with the check rows, in one
+    statement (two round trips a batch, no transaction to open and commit, no row locked
+    for the read). The checks of a code that another gateway process used in between are
+    not recorded by that statement; they are decided again, under ``FOR UPDATE`` locks.
+    Uses are exact either way: a use is written only over the state it was decided on."""
+
     batches_in_flight = PG_POOL_SIZE
 
     def __init__(self, url: URL) -> None:
@@ -378,21 +415,56 @@ class PostgresCheckStore:
                 rows = [check_row(c, r, _same) for c, r in zip(batch, results, strict=True)]
                 await conn.execute(_PG_RECORD, *_columns(rows, len(CHECK_COLUMNS)))
                 return results
-            service_ids = [sid for sid, codes in wanted.items() for _ in codes]
-            codes = [code for some in wanted.values() for code in some]
-            async with conn.transaction():
-                found: dict[tuple[int, str], StoredCode] = {}
-                for row in await conn.fetch(_PG_FIND, service_ids, codes):
-                    found[(row[11], row[1])] = stored_code(row, _pg_time)
-                results = decide(batch, found)
-                used = [stored.written() for stored in found.values() if stored.used]
-                rows = [check_row(c, r, _same) for c, r in zip(batch, results, strict=True)]
-                await conn.execute(
-                    _PG_USE_AND_RECORD,
-                    *_columns(used, 6),
-                    *_columns(rows, len(CHECK_COLUMNS)),
-                )
-            return results
+            found = await self._read(conn, wanted, _PG_READ)
+            seen = [(stored.state.uses_count, stored.status) for stored in found.values()]
+            results = decide(batch, found)
+            used = [
+                (*stored.written(), uses, status)
+                for stored, (uses, status) in zip(found.values(), seen, strict=True)
+                if stored.used
+            ]
+            rows = [check_row(c, r, _same) for c, r in zip(batch, results, strict=True)]
+            if not used:
+                await conn.execute(_PG_RECORD, *_columns(rows, len(CHECK_COLUMNS)))
+                return results
+            won = await conn.fetch(
+                _PG_USE_IF_UNCHANGED_AND_RECORD,
+                *_columns(used, 8),
+                *_columns(rows, len(CHECK_COLUMNS)),
+            )
+            lost = {row[5] for row in used} - {row[0] for row in won}
+            if not lost:
+                return results
+            again = [i for i, result in enumerate(results) if result.code_id in lost]
+            decided = await self._run_locked(conn, [batch[i] for i in again])
+        for i, result in zip(again, decided, strict=True):
+            results[i] = result
+        return results
+
+    async def _read(
+        self, conn: asyncpg.Connection, wanted: dict[int, list[str]], statement: str
+    ) -> dict[tuple[int, str], StoredCode]:
+        service_ids = [sid for sid, codes in wanted.items() for _ in codes]
+        codes = [code for some in wanted.values() for code in some]
+        found: dict[tuple[int, str], StoredCode] = {}
+        for row in await conn.fetch(statement, service_ids, codes):
+            found[(row[11], row[1])] = stored_code(row, _pg_time)
+        return found
+
+    async def _run_locked(
+        self, conn: asyncpg.Connection, batch: list[PendingCheck]
+    ) -> list[CheckResult]:
+        """``batch`` decided under locks on its codes (in the order of their ids, so that two
+        processes locking overlapping batches cannot deadlock), in one transaction."""
+        async with conn.transaction():
+            found = await self._read(conn, lookups(batch), _PG_FIND)
+            results = decide(batch, found)
+            used = [stored.written() for stored in found.values() if stored.used]
+            rows = [check_row(c, r, _same) for c, r in zip(batch, results, strict=True)]
+            await conn.execute(
+                _PG_USE_AND_RECORD, *_columns(used, 6), *_columns(rows, len(CHECK_COLUMNS))
+            )
+        return results
 
     async def start(self) -> None:
         if self._pool is None:

@@ -9,6 +9,7 @@ import sqlite3
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -20,8 +21,8 @@ from smsgate.config import Settings
 from smsgate.domain.clock import FakeClock
 from smsgate.runtime import Runtime
 from smsgate.services.bans import BanList, make_storage
-from smsgate.services.check_batch import CheckAnswer, PendingCheck
-from smsgate.services.check_stores import MAX_ON_LOOP, make_check_store
+from smsgate.services.check_batch import CheckAnswer, PendingCheck, StoredCode
+from smsgate.services.check_stores import MAX_ON_LOOP, PostgresCheckStore, make_check_store
 from smsgate.services.code_checks import CheckRequest, CodeChecker
 from smsgate.store.models import AccessCode, CodeCheck
 
@@ -246,3 +247,45 @@ async def test_a_large_batch_is_decided_on_the_thread_with_the_same_rules(
     async with runtime.sessions() as session:
         rows = await session.scalar(select(func.count()).select_from(CodeCheck))
     assert rows == MAX_ON_LOOP + 2
+
+
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
+async def test_a_use_made_elsewhere_between_the_read_and_the_write_is_decided_again(
+    runtime: Runtime, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL decides a batch on an unlocked read: when another process uses the code in
+    between, this batch's use is refused by the write and its check decided again, under
+    lock, on the code as the other process left it."""
+    code = await issue(runtime, "KOD", "m-1")  # one use
+    ours = make_check_store(runtime.engine.url)
+    theirs = make_check_store(runtime.engine.url)
+    assert isinstance(ours, PostgresCheckStore)
+    read = ours._read
+    raced: list[CheckAnswer] = []
+
+    async def read_then_lose_the_race(
+        conn: Any, wanted: dict[int, list[str]], statement: str
+    ) -> dict[tuple[int, str], StoredCode]:
+        found = await read(conn, wanted, statement)
+        if not raced:
+            [theirs_first] = await theirs.run([pending(102, code, clock)])
+            raced.append(theirs_first.answer)
+        return found
+
+    monkeypatch.setattr(ours, "_read", read_then_lose_the_race)
+    try:
+        [result] = await ours.run([pending(102, code, clock)])
+    finally:
+        await ours.aclose()
+        await theirs.aclose()
+    assert raced == [CheckAnswer.CODE_OK]
+    assert result.answer is CheckAnswer.CODE_EXPIRED
+    row = await stored(runtime, code)
+    assert (row.uses_left, row.uses_count, row.status) == (0, 1, "used")
+    async with runtime.sessions() as session:
+        answers = list(
+            await session.scalars(
+                select(CodeCheck.answer).where(CodeCheck.code_id == row.id).order_by(CodeCheck.id)
+            )
+        )
+    assert answers == ["CODE_OK", "CODE_EXPIRED"]
