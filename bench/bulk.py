@@ -36,9 +36,6 @@ import json
 import os
 import pstats
 import re
-import resource
-import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -47,9 +44,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import httpx2
 import psutil
+from _support import (
+    cpu_per_request,
+    cpu_seconds,
+    database_name,
+    free_port,
+    load_average,
+    pg_admin,
+    postgres_cpu,
+    postgres_cpu_since,
+    postgres_url,
+    require_wrk,
+    waited_children_cpu,
+)
 from sqlalchemy import func, select
 
 from smsgate.domain.provisioning import parse_toml
@@ -58,7 +67,6 @@ from smsgate.store.db import make_engine, make_sessionmaker
 from smsgate.store.migrate import upgrade
 from smsgate.store.models import MtMessage, WebhookEvent
 
-PG_DSN = os.environ.get("SMSGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 SERVICE_ID = 201
 OPERATOR = "sim-bg"
 TEXT = "Your invoice 2026-03 is ready: 42.50 BGN"
@@ -149,51 +157,6 @@ class WrkRun:
         return self.requests / self.seconds if self.seconds else 0.0
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def require_wrk() -> str:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        sys.exit("wrk is not installed. On Debian/Ubuntu: apt-get install -y wrk")
-    return wrk
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    try:
-        times = process.cpu_times()
-    except psutil.NoSuchProcess:
-        return 0.0
-    return float(times.user + times.system)
-
-
-def database_name(url: str) -> str:
-    return url.rsplit("/", 1)[-1].split("?", 1)[0]
-
-
-def postgres_cpu(database: str) -> dict[int, float]:
-    """CPU seconds of each PostgreSQL backend serving ``database``, by pid (a backend's
-    process title names its database): other work on the server does not count."""
-    found: dict[int, float] = {}
-    for process in psutil.process_iter(["name", "cmdline"]):
-        if not (process.info.get("name") or "").startswith("postgres"):
-            continue
-        title = " ".join(process.info.get("cmdline") or ())
-        if f" {database} " in f" {title} ":
-            found[process.pid] = cpu_seconds(process)
-    return found
-
-
-def postgres_cpu_since(database: str, before: dict[int, float]) -> float:
-    """PostgreSQL's CPU since ``before``: backends that started meanwhile count whole, and
-    those that ended meanwhile are lost (the gateway's pool keeps its backends)."""
-    now = postgres_cpu(database)
-    return sum(seconds - before.get(pid, 0.0) for pid, seconds in now.items())
-
-
 # --- the merchant's DLR script ---------------------------------------------------------------
 
 
@@ -260,19 +223,11 @@ def database(backend: str, workdir: Path, label: str) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{workdir / label}.db"
         return
     name = f"smsgate_bench_bulk_{os.getpid()}_{label}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     try:
-        yield f"postgresql+asyncpg://{PG_DSN.removeprefix('postgresql://')}/{name}"
+        yield postgres_url(name)
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-async def _pg_admin(statement: str) -> None:
-    conn = await asyncpg.connect(f"{PG_DSN}/postgres")
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 async def provision(url: str, *, smpp_port: int, window: int, dlr_url: str | None) -> None:
@@ -433,13 +388,12 @@ async def bench_accept(
         await wrk(binary, send_path(port), script, warm)
         before_mts = await settled_count(url)
         before_cpu, before_pg = cpu_seconds(gateway), postgres_cpu(database_name(url))
-        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        before_wrk = waited_children_cpu()
         run = await wrk(binary, send_path(port), script, args)
         used = cpu_seconds(gateway) - before_cpu
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+        wrk_cpu = waited_children_cpu() - before_wrk
         pg_used = (
-            postgres_cpu_since(database_name(url), before_pg) if backend == "postgres" else 0.0
+            postgres_cpu_since(database_name(url), before_pg) if backend == "postgres" else None
         )
         stored = await settled_count(url) - before_mts
     print(f"\n== accept, {backend} ==")
@@ -450,15 +404,8 @@ async def bench_accept(
         f"non-2xx {run.non2xx}"
     )
     per_request = {"gateway": used, "postgres": pg_used, "wrk": wrk_cpu}
-    print(
-        "CPU per request  "
-        + "   ".join(
-            f"{name} {1000 * seconds / max(run.requests, 1):.2f} ms"
-            for name, seconds in per_request.items()
-            if seconds
-        )
-        + f"   (load average {os.getloadavg()[0]:.2f})"
-    )
+    print(f"CPU per request  {cpu_per_request(per_request, run.requests, run.seconds)}")
+    print(load_average())
     # Requests still in the gateway when wrk stopped are queued but not counted by wrk.
     fits = run.not_ok == 0 and run.requests <= stored <= run.requests + args.connections
     verdict = "every answer MSG_OK, one MT each" if fits else "MISMATCH"
@@ -523,12 +470,11 @@ async def bench_e2e(
             marks = {name: cpu_seconds(proc) for name, proc in gateways.items()}
             marks["simulator"] = cpu_seconds(simulator)
             marks["bench (DLR script)"] = cpu_seconds(ours)
-            children = resource.getrusage(resource.RUSAGE_CHILDREN)
+            before_wrk = waited_children_cpu()
             started = time.perf_counter()
             run = await wrk(binary, send_path(port), script, args)
             accepted_at = time.perf_counter()
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            wrk_cpu = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+            wrk_cpu = waited_children_cpu() - before_wrk
             accepted = sum((await count_mts(url)).values())
             last_progress, seen = time.perf_counter(), -1
             while len(receiver.finals) < accepted:

@@ -11,8 +11,12 @@ For each database it:
    a year, so each check is the full path: lookup, conditional update, check row);
 4. drives ``GET /bench/noop`` (a plain-text answer, no database) with the same wrk settings
    in the same run, as the yardstick of what the HTTP stack alone costs;
-5. prints requests per second, p50 and p99, the ratio of the two, and the answers the
-   gateway stored.
+5. prints requests per second, p50 and p99, the gateway's CPU per request, the ratio of the
+   two rates, and the answers the gateway stored;
+6. prints, for each run, the CPU per request of every process that shares the machine's
+   cores: the gateway, wrk itself and, on PostgreSQL, the server backends serving the bench's
+   database (other databases' do not count), with their total and how many cores they kept
+   busy: the whole machine's CPU budget of a check and of a no-op request.
 
     python bench/check_code.py                          # SQLite and PostgreSQL, 1,000,000 codes
     python bench/check_code.py --backends sqlite --codes 100000 --duration 10
@@ -28,8 +32,6 @@ import json
 import os
 import random
 import re
-import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -44,6 +46,20 @@ from pathlib import Path
 import asyncpg
 import httpx2
 import psutil
+from _support import (
+    PG_DSN,
+    cpu_per_request,
+    cpu_seconds,
+    database_name,
+    free_port,
+    load_average,
+    pg_admin,
+    postgres_cpu,
+    postgres_cpu_since,
+    postgres_url,
+    require_wrk,
+    waited_children_cpu,
+)
 from sqlalchemy import func, select
 
 from smsgate.domain.access_codes import ALNUM
@@ -51,7 +67,6 @@ from smsgate.store.db import make_engine, make_sessionmaker
 from smsgate.store.migrate import upgrade
 from smsgate.store.models import CodeCheck, Merchant, Service
 
-PG_DSN = os.environ.get("SMSGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 SERVICE_ID = 102
 MERCHANT_ID = 1
 CODE_LENGTH = 8
@@ -96,27 +111,21 @@ class Run:
     errors: int
     non2xx: int
     server_cpu: float = 0.0  # CPU seconds the gateway process used during the run
+    wrk_cpu: float = 0.0  # CPU seconds of wrk itself
+    postgres_cpu: float | None = None  # of the backends serving the bench's database (PG)
 
     @property
     def cpu_ms_per_request(self) -> float:
         return 1000 * self.server_cpu / self.requests if self.requests else 0.0
 
+    def cpu_budget(self) -> str:
+        """Every process's CPU per request, their total and the cores they kept busy."""
+        cpu = {"gateway": self.server_cpu, "wrk": self.wrk_cpu, "postgres": self.postgres_cpu}
+        return cpu_per_request(cpu, self.requests, self.seconds)
+
     @property
     def rps(self) -> float:
         return self.requests / self.seconds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def require_wrk() -> str:
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        sys.exit("wrk is not installed. On Debian/Ubuntu: apt-get install -y wrk")
-    return wrk
 
 
 def make_codes(count: int, seed: int = 1) -> list[str]:
@@ -274,7 +283,9 @@ def wrk(
     codes_file: Path,
     args: argparse.Namespace,
     server: psutil.Process,
+    database: str | None = None,
 ) -> Run:
+    """One wrk run; ``database``: the PostgreSQL database whose backends' CPU counts."""
     command = [
         binary,
         f"-t{args.threads}",
@@ -288,18 +299,17 @@ def wrk(
         "--",
         str(codes_file),
     ]
-    before = _cpu(server)
+    pg_before = postgres_cpu(database) if database else {}
+    before, wrk_before = cpu_seconds(server), waited_children_cpu()
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-    used = _cpu(server) - before
+    used, wrk_used = cpu_seconds(server) - before, waited_children_cpu() - wrk_before
+    pg_used = postgres_cpu_since(database, pg_before) if database else None
     match = re.search(r"^RESULT (\{.*\})$", output, re.MULTILINE)
     if match is None:
         raise RuntimeError(f"unexpected wrk output:\n{output}")
-    return Run(**json.loads(match.group(1)), server_cpu=used)
-
-
-def _cpu(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
+    return Run(
+        **json.loads(match.group(1)), server_cpu=used, wrk_cpu=wrk_used, postgres_cpu=pg_used
+    )
 
 
 def answers(database_url: str) -> dict[str, int]:
@@ -327,6 +337,8 @@ def report(backend: str, check: Run, noop: Run, stored: dict[str, int]) -> None:
             f"errors {run.errors}  non-2xx {run.non2xx}"
         )
     print(f"check / noop    {ratio:.2f}x")
+    for name, run in (("check_code.php", check), ("noop", noop)):
+        print(f"{name:15s} CPU per request  {run.cpu_budget()}")
     print(f"answers stored  {stored}")
 
 
@@ -347,8 +359,8 @@ def bench(backend: str, codes: list[str], args: argparse.Namespace, binary: str)
             started = time.monotonic()
             load_sqlite(path, codes)
         else:
-            asyncio.run(_pg_admin(f'CREATE DATABASE "{pg_name}"'))
-            url = f"postgresql+asyncpg://{PG_DSN.removeprefix('postgresql://')}/{pg_name}"
+            asyncio.run(pg_admin(f'CREATE DATABASE "{pg_name}"'))
+            url = postgres_url(pg_name)
             asyncio.run(upgrade(url))
             asyncio.run(provision(url))
             started = time.monotonic()
@@ -367,26 +379,14 @@ def bench(backend: str, codes: list[str], args: argparse.Namespace, binary: str)
                     ),
                     server,
                 )  # warm-up
-                path = f"/users/check_code.php?user_id={MERCHANT_ID}&service_id={SERVICE_ID}&code="
-                check = wrk(binary, base, path, script, codes_file, args, server)
-                noop = wrk(binary, base, "/bench/noop", script, codes_file, args, server)
+                uri = f"/users/check_code.php?user_id={MERCHANT_ID}&service_id={SERVICE_ID}&code="
+                on = database_name(url) if backend == "postgres" else None
+                check = wrk(binary, base, uri, script, codes_file, args, server, on)
+                noop = wrk(binary, base, "/bench/noop", script, codes_file, args, server, on)
             report(backend, check, noop, answers(url))
         finally:
             if backend == "postgres":
-                asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
-
-
-async def _pg_admin(statement: str) -> None:
-    conn = await asyncpg.connect(f"{PG_DSN}/postgres")
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-def load_average() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
+                asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{pg_name}" WITH (FORCE)'))
 
 
 def main() -> None:

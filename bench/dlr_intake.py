@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import tempfile
 import time
 import uuid
@@ -24,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+from _support import load_average, pg_admin, postgres_url
 from sqlalchemy import insert, select
 
 from smsgate.services import dlr
@@ -32,7 +31,6 @@ from smsgate.store.db import make_engine, make_sessionmaker
 from smsgate.store.migrate import upgrade
 from smsgate.store.models import Merchant, MtMessage, MtPart, Operator, Service
 
-PG_DSN = os.environ.get("SMSGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 OPERATOR = "bench-op"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 BUSY = False
@@ -143,22 +141,18 @@ async def bench(backend: str, mode: str, args: argparse.Namespace) -> None:
         url = f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
     else:
         name = f"smsgate_dlrbench_{uuid.uuid4().hex[:8]}"
-        admin = await asyncpg.connect(f"{PG_DSN}/postgres")
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        await admin.close()
-        url = "postgresql+asyncpg://" + PG_DSN.split("://", 1)[1] + "/" + name
+        await pg_admin(f'CREATE DATABASE "{name}"')
+        url = postgres_url(name)
     try:
         await prepare(url, args.messages)
         wall, cpu = await run(url, args.messages, args.batch, mode)
     finally:
         if backend == "postgresql":
-            admin = await asyncpg.connect(f"{PG_DSN}/postgres")
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.close()
+            await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print(
         f"{backend:10s} {mode:6s} {args.messages:,} receipts in batches of {args.batch}: "
         f"{args.messages / wall:8,.0f} per s, {1e6 * cpu / args.messages:6,.0f} us CPU "
-        f"per receipt or MT (this process; load {os.getloadavg()[0]:.2f})"
+        f"per receipt or MT (this process; {load_average()})"
     )
 
 

@@ -24,7 +24,6 @@ import cProfile
 import dataclasses
 import os
 import pstats
-import socket
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+from _support import cpu_seconds, free_port, pg_admin, postgres_url
 from sqlalchemy import func, insert, select
 
 from smsgate.config import Settings
@@ -69,12 +69,6 @@ currency = "BGN"
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclasses.dataclass
 class Result:
     path: str
@@ -105,11 +99,6 @@ class Result:
                 else ""
             )
         )
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    times = process.cpu_times()
-    return float(times.user + times.system)
 
 
 @contextlib.asynccontextmanager
@@ -265,19 +254,14 @@ async def database(workdir: Path, postgres: str | None) -> AsyncIterator[str]:
         await upgrade(url)
         yield url
         return
-    import asyncpg
-
     name = f"smsgate_bench_{os.getpid()}_{time.monotonic_ns()}"
-    admin = await asyncpg.connect(postgres)
+    await pg_admin(f'CREATE DATABASE "{name}"', postgres)
     try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        base = postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
-        url = f"{base}/{name}"
+        url = postgres_url(name, server=postgres.rsplit("/", 1)[0])
         await upgrade(url)
         yield url
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)', postgres)
 
 
 async def run_link(

@@ -35,9 +35,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import psutil
-from sqlalchemy import and_, func, or_, select, text
+from _support import (
+    database_name,
+    free_port,
+    load_average,
+    pg_admin,
+    postgres_cpu,
+    postgres_cpu_since,
+    postgres_url,
+)
+from sqlalchemy import and_, func, or_, select
 
 from smsgate.config import Settings
 from smsgate.domain.signing import new_signing_secret
@@ -51,7 +59,6 @@ from smsgate.worker.runner import Worker
 from smsgate.worker.safe_transport import CallbackConnections
 from smsgate.worker.webhook_sender import DELIVER_KIND, WebhookSender, build_request
 
-PG_DSN = os.environ.get("SMSGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 SECRET = new_signing_secret(bytes(range(24)))
 FIELDS = {
     "id": "123456",
@@ -112,7 +119,7 @@ async def _serve(port: int, fail_every: int) -> None:
 
 @contextlib.contextmanager
 def receiver(fail_ratio: float) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     fail_every = round(1 / fail_ratio) if fail_ratio > 0 else 0
     child = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(port), "--fail-every", str(fail_every)]
@@ -131,12 +138,6 @@ def receiver(fail_ratio: float) -> Iterator[str]:
         child.wait(timeout=10)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 # --- the database -------------------------------------------------------------------------
 
 
@@ -146,19 +147,11 @@ async def database(backend: str, workdir: Path) -> AsyncIterator[str]:
         yield f"sqlite+aiosqlite:///{workdir / 'webhooks'}.db"
         return
     name = f"smsgate_bench_webhooks_{os.getpid()}"
-    await _pg_admin(f'CREATE DATABASE "{name}"')
+    await pg_admin(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgresql+asyncpg://{PG_DSN.removeprefix('postgresql://')}/{name}"
+        yield postgres_url(name)
     finally:
-        await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-async def _pg_admin(statement: str) -> None:
-    conn = await asyncpg.connect(f"{PG_DSN}/postgres")
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def add_merchant(runtime: Runtime) -> None:
@@ -252,25 +245,6 @@ class Figures:
         )
 
 
-async def _backends(runtime: Runtime) -> list[int]:
-    """The pids of the PostgreSQL backends connected to this database now (the worker's pool;
-    a ``--rate`` producer that has exited is not among them); none on SQLite."""
-    if runtime.engine.dialect.name != "postgresql":
-        return []
-    statement = text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
-    async with runtime.sessions() as session:
-        return [int(pid) for pid in (await session.execute(statement)).scalars()]
-
-
-def _backends_cpu(pids: list[int]) -> dict[int, float]:
-    found = {}
-    for pid in pids:
-        with contextlib.suppress(psutil.Error):
-            times = psutil.Process(pid).cpu_times()
-            found[pid] = times.user + times.system
-    return found
-
-
 def _system_seconds() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_stime
 
@@ -299,7 +273,10 @@ async def bench_worker(backend: str, args: argparse.Namespace) -> Figures:
                     await queue_callbacks(runtime, url, args.callbacks)
                 sender = WebhookSender(runtime, per_origin=args.per_host)
                 worker = Worker(runtime, {DELIVER_KIND: sender}, batch_size=args.batch_size)
-                server_before = _backends_cpu(await _backends(runtime))
+                # PostgreSQL: the backends serving this database (the worker's pool; a
+                # ``--rate`` producer's backend has gone by the end, so it does not count).
+                on_postgres = runtime.engine.dialect.name == "postgresql"
+                server_before = postgres_cpu(database_name(db_url)) if on_postgres else {}
                 profiler = cProfile.Profile() if args.profile else None
                 if profiler is not None:
                     profiler.enable()
@@ -323,15 +300,15 @@ async def bench_worker(backend: str, args: argparse.Namespace) -> Figures:
                 if profiler is not None:
                     profiler.disable()
                     profiler.dump_stats(f"{args.profile}.{backend}")
-                # Backends that connected meanwhile count whole; the pool keeps its backends.
-                server_after = _backends_cpu(await _backends(runtime))
-                server = sum(t - server_before.get(pid, 0.0) for pid, t in server_after.items())
+                server = (
+                    postgres_cpu_since(database_name(db_url), server_before) if on_postgres else 0.0
+                )
             finally:
                 await engine.dispose()
     label = f"worker {backend}" + (f" ({args.fail_ratio:.0%} fail)" if args.fail_ratio else "")
     if args.rate:
         label += f" @{args.rate:g}/s x{args.per_commit}"
-    server_seconds = server if backend.startswith("postgres") else None
+    server_seconds = server if on_postgres else None
     return Figures(label, args.callbacks, wall, cpu, kernel, server_seconds)
 
 
@@ -402,7 +379,7 @@ def main() -> None:
     if args.produce:
         asyncio.run(_produce(args))
         return
-    print(f"load average {os.getloadavg()[0]:.2f}, {psutil.cpu_count()} CPUs")
+    print(f"{load_average()}, {psutil.cpu_count()} CPUs")
     if args.client:
         print(asyncio.run(bench_client(args)).line())
         return
