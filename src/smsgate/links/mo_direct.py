@@ -1,5 +1,6 @@
-"""The link's MO transactions straight on the database driver: stdlib ``sqlite3`` on a thread of
-their own, or a raw asyncpg connection, without SQLAlchemy's session, pool and execution path.
+"""The link's MO transactions straight on the database driver: stdlib ``sqlite3`` (on the event
+loop, or on a thread of their own when SQLite's write lock is taken), or a raw asyncpg
+connection, without SQLAlchemy's session, pool and execution path.
 
 Why: an MO batch of the usual kind (whole MOs to access-code services) is about ten set-wise
 statements (``services/mo.py``), and every one of them goes through ``store/row_sets.execute``.
@@ -14,8 +15,8 @@ for the ``AsyncSession`` that offers only what ``row_sets.execute`` needs: the d
 
 - on SQLite, the ``(call in thread, sqlite3 connection)`` pair that ``row_sets.execute`` takes
   from aiosqlite, with the call made at once: the whole transaction (``BEGIN IMMEDIATE`` to
-  ``COMMIT``) runs on the store's thread in one hand-over, without the coroutine ever
-  suspending (:func:`_drive`);
+  ``COMMIT``) runs in one go, without the coroutine ever suspending (:func:`_drive`), on the
+  event loop or in one hand-over to the store's thread (:class:`SqliteDirect`);
 - on PostgreSQL, ``exec_driver_sql`` on an asyncpg connection of the store's own (the
   statements are constant, so asyncpg prepares each once per connection).
 
@@ -134,54 +135,125 @@ class DirectStore:
     serialised = False
     """Whether its transactions take the link's write lock (SQLite: write_lock.py)."""
 
-    async def run(self, body: Body[T]) -> T:
+    async def run(self, body: Body[T], *, size: int = 1) -> T:
+        """``body`` in one transaction (``size``: how many MOs it stores)."""
         raise NotImplementedError
 
     async def aclose(self) -> None:
         return None
 
 
+# A batch of at most this many MOs is stored on the event loop (about 0.3 ms an MO).
+MAX_ON_LOOP: Final = 16
+# Commits on the loop's connection between two WAL checkpoints (on the store's thread).
+CHECKPOINT_EVERY: Final = 200
+
+
+class _WriteLockBusy(Exception):
+    """Another connection holds SQLite's write lock: the batch goes to the thread, which waits."""
+
+
 class SqliteDirect(DirectStore):
-    """Transactions on one SQLite file, one after another on a thread of their own."""
+    """Transactions on one SQLite file, one after another.
+
+    A small batch runs on the event loop itself when SQLite's write lock is free at that
+    moment: its statements run in C and cost less than handing the batch to a thread and back
+    (and waiting there for the interpreter lock while the loop is busy). The loop's connection
+    never waits for the lock (``busy_timeout`` 0) and never checkpoints the WAL (a checkpoint
+    syncs the disk): when another connection holds the lock, or the batch is large, the batch
+    runs on the store's thread, whose connection waits; the checkpoints run there too, every
+    :data:`CHECKPOINT_EVERY` commits. (services/check_stores.py does the same for code checks.)
+    """
 
     serialised = True
 
     def __init__(self, path: str, dialect: Dialect) -> None:
         self._path = path
         self._dialect = dialect
+        self._loop_db: sqlite3.Connection | None = None  # opened, used and closed on the loop
+        self._commits = 0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mo-direct")
         self._db: list[sqlite3.Connection] = []  # opened on the thread
         self._finalizer = weakref.finalize(self, _close_sqlite, self._db, self._executor)
 
-    async def run(self, body: Body[T]) -> T:
+    async def run(self, body: Body[T], *, size: int = 1) -> T:
+        if size <= MAX_ON_LOOP:
+            db = self._loop_db or self._connect_loop()
+            try:
+                result = self._transaction(db, body)
+            except _WriteLockBusy:
+                pass
+            else:
+                self._commits += 1
+                if self._commits >= CHECKPOINT_EVERY:
+                    self._commits = 0
+                    self._executor.submit(self._checkpoint)
+                return result
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._transaction, body)
+        return await loop.run_in_executor(self._executor, self._on_thread, body)
 
     async def aclose(self) -> None:
+        if self._loop_db is not None:
+            self._loop_db.close()
+            self._loop_db = None
         self._finalizer()
 
-    def _transaction(self, body: Body[T]) -> T:
+    def _connect(self, *pragmas: str) -> sqlite3.Connection:
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        # The pragmas store/db.py gives the gateway's own connections; BEGIN is ours.
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+            *pragmas,
+        ):
+            db.execute(pragma)
+        return db
+
+    def _connect_loop(self) -> sqlite3.Connection:
+        self._loop_db = self._connect("PRAGMA busy_timeout=0", "PRAGMA wal_autocheckpoint=0")
+        return self._loop_db
+
+    def _thread_db(self) -> sqlite3.Connection:
         if not self._db:
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            # The pragmas store/db.py gives the gateway's own connections; BEGIN is ours.
-            for pragma in (
-                "PRAGMA journal_mode=WAL",
-                "PRAGMA synchronous=NORMAL",
-                "PRAGMA busy_timeout=30000",
-                "PRAGMA foreign_keys=ON",
-            ):
-                db.execute(pragma)
-            self._db.append(db)
-        db = self._db[0]
-        db.execute("BEGIN IMMEDIATE")
+            self._db.append(self._connect("PRAGMA busy_timeout=30000"))
+        return self._db[0]
+
+    def _on_thread(self, body: Body[T]) -> T:
+        return self._transaction(self._thread_db(), body)
+
+    def _checkpoint(self) -> None:
+        try:
+            self._thread_db().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error:
+            log.warning("WAL checkpoint failed", exc_info=True)
+
+    def _transaction(self, db: sqlite3.Connection, body: Body[T]) -> T:
+        """``body`` in one transaction on ``db``; _WriteLockBusy (nothing written) when ``db``
+        gave up waiting for the write lock."""
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _lock_busy(exc):
+                raise _WriteLockBusy from exc
+            raise
         try:
             result = _drive(body(_as_session(DirectConnection(self._dialect, sqlite=db))))
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.OperationalError) and _lock_busy(exc):
+                raise _WriteLockBusy from exc
             raise
         return result
+
+
+def _lock_busy(exc: sqlite3.OperationalError) -> bool:
+    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+    )
 
 
 def _close_sqlite(connections: list[sqlite3.Connection], executor: ThreadPoolExecutor) -> None:
@@ -207,7 +279,7 @@ class PostgresDirect(DirectStore):
         self._connection: asyncpg.Connection | None = None
         self._lock = asyncio.Lock()
 
-    async def run(self, body: Body[T]) -> T:
+    async def run(self, body: Body[T], *, size: int = 1) -> T:
         async with self._lock:
             connection = self._connection
             if connection is None or connection.is_closed():

@@ -226,7 +226,7 @@ class Receiver:
                 return results, claimed
 
             async with self._lock if self._direct.serialised else contextlib.nullcontext():
-                results, claimed = await self._direct.run(transaction)
+                results, claimed = await self._direct.run(transaction, size=len(batch))
         except NotDirect as exc:
             log.debug("%s: MO batch not direct: %s", self.settings.operator_id, exc)
             self._restore_confirmed(confirmed)
