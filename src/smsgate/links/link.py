@@ -110,6 +110,9 @@ class OperatorLink:
             outcomes=self.submitter.writer,
             direct=direct_store(runtime.engine),
         )
+        direct = self.receiver.direct
+        if direct is not None and direct.receipt_sessions is not None:
+            self.submitter.writer.write_on_loop(direct.receipt_sessions, direct.committed)
         self._backoff = RetryPolicy(
             base_seconds=settings.reconnect_min_seconds,
             cap_seconds=max(settings.reconnect_min_seconds, settings.reconnect_max_seconds),

@@ -39,7 +39,9 @@ from typing import Any, Final, TypeVar, cast
 
 import asyncpg
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from smsgate.links.inline_sqlite import inline_sessions
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -135,6 +137,15 @@ class DirectStore:
     serialised = False
     """Whether its transactions take the link's write lock (SQLite: write_lock.py)."""
 
+    @property
+    def receipt_sessions(self) -> async_sessionmaker[AsyncSession] | None:
+        """Sessions for the link's receipts transactions on the loop, if there are any
+        (``inline_sqlite.py``); call :meth:`committed` after each commit."""
+        return None
+
+    def committed(self) -> None:
+        return None
+
     async def run(self, body: Body[T], *, size: int = 1) -> T:
         """``body`` in one transaction (``size``: how many MOs it stores)."""
         raise NotImplementedError
@@ -175,6 +186,20 @@ class SqliteDirect(DirectStore):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mo-direct")
         self._db: list[sqlite3.Connection] = []  # opened on the thread
         self._finalizer = weakref.finalize(self, _close_sqlite, self._db, self._executor)
+        self._receipt_sessions: async_sessionmaker[AsyncSession] | None = None
+
+    @property
+    def receipt_sessions(self) -> async_sessionmaker[AsyncSession]:
+        if self._receipt_sessions is None:
+            self._receipt_sessions = inline_sessions(self._path)
+        return self._receipt_sessions
+
+    def committed(self) -> None:
+        """A transaction committed on a connection of the loop: checkpoint now and then."""
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY:
+            self._commits = 0
+            self._executor.submit(self._checkpoint)
 
     async def run(self, body: Body[T], *, size: int = 1) -> T:
         if size <= MAX_ON_LOOP:
@@ -184,10 +209,7 @@ class SqliteDirect(DirectStore):
             except _WriteLockBusy:
                 pass
             else:
-                self._commits += 1
-                if self._commits >= CHECKPOINT_EVERY:
-                    self._commits = 0
-                    self._executor.submit(self._checkpoint)
+                self.committed()
                 return result
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._on_thread, body)
@@ -196,6 +218,10 @@ class SqliteDirect(DirectStore):
         if self._loop_db is not None:
             self._loop_db.close()
             self._loop_db = None
+        if self._receipt_sessions is not None:
+            engine = self._receipt_sessions.kw["bind"]
+            self._receipt_sessions = None
+            await engine.dispose()
         self._finalizer()
 
     def _connect(self, *pragmas: str) -> sqlite3.Connection:

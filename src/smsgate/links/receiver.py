@@ -130,6 +130,11 @@ class Receiver:
         self.batches = 0
         self.direct_batches = 0  # of them, done on the direct path (for tests and benchmarks)
 
+    @property
+    def direct(self) -> DirectStore | None:
+        """The store of the direct path, if there is one (``mo_direct.py``)."""
+        return self._direct
+
     def handler_for(self, session: SmppSession, connection_id: str) -> Handler:
         """The request handler of one session (``connection_id`` names that connection)."""
 
@@ -297,6 +302,10 @@ class Receiver:
         confirmed = self._take_confirmed() if mos else []
         outcomes: list[MtOutcome] = []
         waiting: list[str] = []
+        # Receipts on the loop when the direct store offers it (inline_sqlite.py); when the
+        # write lock is taken there, the isolated attempt goes the ordinary way.
+        direct = self._direct if not (mos or isolate) else None
+        inline = direct.receipt_sessions if direct is not None else None
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if receipts:
@@ -307,7 +316,7 @@ class Receiver:
                         # The submit outcomes waiting in memory go first, so that receipts
                         # find their parts (most SMSCs answer with the receipt at once).
                         outcomes = self._outcomes.take()
-                session = await stack.enter_async_context(self._sessions())
+                session = await stack.enter_async_context((inline or self._sessions)())
                 await stack.enter_async_context(session.begin())
                 if confirmed:
                     await mo_store.confirm_acks(session, confirmed)
@@ -336,6 +345,8 @@ class Receiver:
             raise
         if outcomes and self._outcomes is not None:
             self._outcomes.written(waiting)
+        if inline is not None and direct is not None:
+            direct.committed()
         return [result for result in results if result is not None], claimed
 
     async def _isolated(self, session: AsyncSession, item: _Item, now: datetime) -> _Result:

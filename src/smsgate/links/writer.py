@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, cast
@@ -109,6 +110,8 @@ class ResultWriter:
         self._flushing = False
         self._urgent = False
         self._writing: asyncio.Task[None] | None = None  # a transaction of ours under way
+        self._loop_sessions: async_sessionmaker[AsyncSession] | None = None
+        self._loop_committed: Callable[[], None] = lambda: None
         # Ids of receipts stored before their part was known (reported by the receiver under
         # the lock), oldest first. A receipt stored before a restart cannot be waiting: its
         # part was either written before the restart, or its MT became unknown.
@@ -195,9 +198,33 @@ class ResultWriter:
                         break
                     await asyncio.sleep(0.1 * 2**attempt)
 
+    def write_on_loop(
+        self, sessions: async_sessionmaker[AsyncSession], committed: Callable[[], None]
+    ) -> None:
+        """Write through ``sessions`` first (``inline_sqlite.py``: on the loop, never waiting
+        for SQLite's write lock), the ordinary way when that fails; ``committed`` after each
+        commit there."""
+        self._loop_sessions = sessions
+        self._loop_committed = committed
+
     async def _write(self, batch: list[MtOutcome]) -> None:
-        async with self._lock, self._sessions() as session, session.begin():
-            waiting = await self.write_in(session, batch)
+        async with self._lock:
+            if self._loop_sessions is not None:
+                try:
+                    async with self._loop_sessions() as session, session.begin():
+                        waiting = await self.write_in(session, batch)
+                except Exception:
+                    # Rolled back (SQLite's write lock was taken, most likely): the ordinary
+                    # way below, which waits for it and reports a real failure.
+                    log.debug(
+                        "%s: outcomes not written on the loop", self._operator_id, exc_info=True
+                    )
+                else:
+                    self._loop_committed()
+                    self.written(waiting)
+                    return
+            async with self._sessions() as session, session.begin():
+                waiting = await self.write_in(session, batch)
         self.written(waiting)
 
     def written(self, waiting: list[str]) -> None:
