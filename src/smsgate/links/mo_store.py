@@ -137,6 +137,35 @@ async def store_whole_mos(
     ]
 
 
+async def store_and_claim(
+    session: AsyncSession,
+    *,
+    operator_id: str,
+    mos: Sequence[WholeMo],
+    now: datetime,
+    redelivery_window: timedelta,
+    handlers: Mapping[str, MoHandler],
+    confirmed: Sequence[int] = (),
+) -> tuple[list[StoredMo], list[ClaimedMt]]:
+    """A link's batch of whole MOs: :func:`store_whole_mos`, then :func:`claim_replies` for
+    the MOs it stored (not the redeliveries)."""
+    stored = await store_whole_mos(
+        session,
+        operator_id=operator_id,
+        mos=mos,
+        now=now,
+        redelivery_window=redelivery_window,
+        handlers=handlers,
+        confirmed=confirmed,
+    )
+    new = [
+        one.outcome.mo_id
+        for one in stored
+        if one.outcome is not None and not one.outcome.duplicate and not one.redelivery
+    ]
+    return stored, await claim_replies(session, operator_id, new, now)
+
+
 async def _new_guards(
     session: AsyncSession,
     operator_id: str,

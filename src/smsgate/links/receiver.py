@@ -30,12 +30,14 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Final
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smsgate.domain.clock import Clock
 from smsgate.links import mo_store
+from smsgate.links.ack_guards import ConfirmedGuards
 from smsgate.links.incoming import is_receipt, read_mo, read_receipt
 from smsgate.links.mo_direct import DirectStore, NotDirect
 from smsgate.links.pdus import ClaimedMt
@@ -51,13 +53,11 @@ from smsgate.smpp import (
     DataSmResp,
     DeliverSm,
     DeliverSmResp,
-    EnquireLink,
     Handler,
     IncomingPdu,
     Outbind,
     PduError,
     Response,
-    SmppError,
     SmppSession,
 )
 
@@ -65,9 +65,6 @@ log = logging.getLogger(__name__)
 S = CommandStatus
 MAX_BATCH: Final = 500
 GATHER_SECONDS: Final = 0.05
-# Confirmed guards are deleted by the next batch's transaction (before it looks any up), or
-# after this long by a transaction of their own when no batch comes.
-CONFIRMED_FLUSH_SECONDS: Final = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,9 +121,9 @@ class Receiver:
         self._receipt_queue: list[_Item] = []
         self._mo_task: asyncio.Task[None] | None = None
         self._receipt_task: asyncio.Task[None] | None = None
-        self._probes: set[asyncio.Task[None]] = set()
-        self._confirmed: list[int] = []
-        self._confirmed_flush: asyncio.Task[None] | None = None
+        self._guards = ConfirmedGuards(
+            sessions, state, settings.response_timeout_seconds, lambda: self._mo_task
+        )
         self.batches = 0
         self.direct_batches = 0  # of them, done on the direct path (for tests and benchmarks)
 
@@ -168,13 +165,7 @@ class Receiver:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for probe in list(self._probes):
-            probe.cancel()
-        await asyncio.gather(*self._probes, return_exceptions=True)
-        if self._confirmed_flush is not None:
-            self._confirmed_flush.cancel()
-            await asyncio.gather(self._confirmed_flush, return_exceptions=True)
-        await self._delete_confirmed()
+        await self._guards.close()
         if self._direct is not None:
             await self._direct.aclose()
 
@@ -203,7 +194,7 @@ class Receiver:
         if any(part.concat is not None for part in parts):
             return False
         now = self._clock.now()
-        confirmed = self._take_confirmed()
+        confirmed = self._guards.take()
         try:
             alphabet = self.settings.default_alphabet
             mos = [
@@ -211,38 +202,28 @@ class Receiver:
                 for part, item in zip(parts, batch, strict=True)
             ]
 
-            async def transaction(session: AsyncSession) -> tuple[list[_Result], list[ClaimedMt]]:
-                stored = await mo_store.store_whole_mos(
-                    session,
-                    operator_id=self.settings.operator_id,
-                    mos=mos,
-                    now=now,
-                    redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
-                    handlers=self._handlers,
-                    confirmed=confirmed,
-                )
-                results = [_mo_result(one) for one in stored]
-                claimed = await mo_store.claim_replies(
-                    session,
-                    self.settings.operator_id,
-                    [result.mo_id for result in results if result.mo_id is not None],
-                    now,
-                )
-                return results, claimed
-
+            transaction = partial(
+                mo_store.store_and_claim,
+                operator_id=self.settings.operator_id,
+                mos=mos,
+                now=now,
+                redelivery_window=timedelta(seconds=self.settings.mo_redelivery_seconds),
+                handlers=self._handlers,
+                confirmed=confirmed,
+            )
             async with self._lock if self._direct.serialised else contextlib.nullcontext():
-                results, claimed = await self._direct.run(transaction, size=len(batch))
+                stored, claimed = await self._direct.run(transaction, size=len(batch))
         except NotDirect as exc:
             log.debug("%s: MO batch not direct: %s", self.settings.operator_id, exc)
-            self._restore_confirmed(confirmed)
+            self._guards.restore(confirmed)
             return False
         except Exception:
             # The ordinary path does it again, and reports the failure if it is one.
             log.debug("%s: direct MO batch failed", self.settings.operator_id, exc_info=True)
-            self._restore_confirmed(confirmed)
+            self._guards.restore(confirmed)
             return False
         self.direct_batches += 1
-        self._answer(batch, results, claimed)
+        self._answer(batch, [_mo_result(one) for one in stored], claimed)
         return True
 
     async def _process(self, batch: list[_Item]) -> None:
@@ -273,9 +254,7 @@ class Receiver:
             if result.guard is not None:
                 guards.setdefault(item.connection_id, (item.session, []))[1].append(result.guard)
         for smpp_session, ids in guards.values():
-            probe = asyncio.get_running_loop().create_task(self._confirm(smpp_session, ids))
-            self._probes.add(probe)
-            probe.add_done_callback(self._probes.discard)
+            self._guards.probe(smpp_session, ids)
         self._on_replies(claimed)
         if any(result.status == S.ESME_ROK for result in results):
             self._on_committed()
@@ -299,7 +278,7 @@ class Receiver:
         mos = [i for i, item in enumerate(batch) if not is_receipt(item.pdu)]
         results: list[_Result | None] = [None] * len(batch)
         # The confirmed guards go with a batch of MOs (the next MOs look for guards).
-        confirmed = self._take_confirmed() if mos else []
+        confirmed = self._guards.take() if mos else []
         outcomes: list[MtOutcome] = []
         waiting: list[str] = []
         # Receipts on the loop when the direct store offers it (inline_sqlite.py); when the
@@ -339,7 +318,7 @@ class Receiver:
                     session, self.settings.operator_id, mo_ids, now
                 )
         except BaseException:
-            self._restore_confirmed(confirmed)
+            self._guards.restore(confirmed)
             if self._outcomes is not None:
                 self._outcomes.give_back(outcomes)
             raise
@@ -446,51 +425,6 @@ class Receiver:
             raw={"via": "smpp", "id": receipt.raw_id, "stat": receipt.stat},
         )
         return _Result(S.ESME_ROK, "receipt"), incoming
-
-    async def _confirm(self, session: SmppSession, guard_ids: list[int]) -> None:
-        """Send enquire_link after the responses; its answer proves the SMSC read them."""
-        # The handlers write their responses when they resume, which the loop does before
-        # this task's first step; one more pass makes the order certain.
-        await asyncio.sleep(0)
-        try:
-            await session.send_request(EnquireLink(), self.settings.response_timeout_seconds)
-        except SmppError:
-            return  # unconfirmed: the guards stay and recognise a redelivery
-        # The next batch deletes them in its own transaction, before it looks for guards: a
-        # transaction for each confirmation would double the link's writes under a stream of
-        # MOs.
-        self._confirmed.extend(guard_ids)
-        if self._confirmed_flush is None or self._confirmed_flush.done():
-            self._confirmed_flush = asyncio.get_running_loop().create_task(self._flush_confirmed())
-
-    async def _flush_confirmed(self) -> None:
-        """Delete the confirmed guards no batch has taken along."""
-        await asyncio.sleep(CONFIRMED_FLUSH_SECONDS)
-        if self._mo_task is not None and not self._mo_task.done():
-            # MOs are being stored: let them end, then take what they did not.
-            await asyncio.wait({self._mo_task})  # (wait, unlike gather, never cancels it)
-        await self._delete_confirmed()
-
-    async def _delete_confirmed(self) -> None:
-        """The confirmed guards, in a transaction of their own."""
-        confirmed = self._take_confirmed()
-        if not confirmed:
-            return
-        try:
-            async with self._sessions() as db, db.begin():
-                await mo_store.confirm_acks(db, confirmed)
-        except Exception as exc:
-            self._restore_confirmed(confirmed)
-            self._state.error("database", str(exc))  # the guards expire on their own
-
-    def _take_confirmed(self) -> list[int]:
-        """The confirmed guards, for a transaction to delete (:meth:`_restore_confirmed` if
-        it fails): each is taken by one transaction only."""
-        confirmed, self._confirmed = self._confirmed, []
-        return confirmed
-
-    def _restore_confirmed(self, confirmed: list[int]) -> None:
-        self._confirmed[:0] = confirmed
 
     async def housekeeping(self) -> None:
         """Expire stale MO parts and redelivery guards (run every few minutes)."""

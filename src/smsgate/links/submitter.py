@@ -8,8 +8,8 @@ Life of an MT on the link (``mt_messages.status``)::
       |                  |--a part never answered-------> unknown (never re-sent)
       +--ESME_RTHROTTLED / ESME_RMSGQFUL, or not sent---+  (next_attempt_at later)
 
-- Claiming marks rows ``submitting`` in one statement (``FOR UPDATE SKIP LOCKED`` on
-  PostgreSQL; SQLite's single writer serialises). Only the owner of the operator's bind
+- Claiming marks rows ``submitting`` in one statement (``claims.py``: ``FOR UPDATE SKIP
+  LOCKED`` on PostgreSQL; SQLite's single writer serialises). Only the owner of the operator's bind
   claims its MTs, so a row in ``submitting`` at start belongs to a process that died: we
   cannot know whether its parts left, so :meth:`Submitter.recover` marks it ``unknown``.
 - The replies to the MOs this link receives are claimed by the MOs' own transaction
@@ -37,9 +37,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import partial
-from typing import Any, Final, cast
+from typing import Any, Final
 
-from sqlalchemy import Table, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smsgate.domain.backoff import RetryPolicy
@@ -47,7 +46,7 @@ from smsgate.domain.clock import Clock
 from smsgate.domain.errors import TextError
 from smsgate.domain.receipts import canonical_submit_id
 from smsgate.domain.throttle import TokenBucket
-from smsgate.links import sqlite_batches
+from smsgate.links import claims
 from smsgate.links.pdus import ClaimedMt, submit_pdus
 from smsgate.links.settings import LinkSettings
 from smsgate.links.state import LinkState
@@ -65,7 +64,6 @@ from smsgate.smpp import (
     SmppSession,
     SubmitSmResp,
 )
-from smsgate.store.models import MtMessage, MtPart
 
 log = logging.getLogger(__name__)
 S = CommandStatus
@@ -77,7 +75,6 @@ CLAIM_GATHER_SECONDS: Final = 0.02
 """After a claim that found less than a full batch, the next waits this long since it: MTs
 accepted one by one gather into one claim (a transaction) instead of one claim each. Replies
 handed over meanwhile (:meth:`Submitter.take`) go out at once: a person waits for them."""
-_MT = cast(Table, MtMessage.__table__)
 
 
 def status_name(status: int) -> str:
@@ -152,18 +149,9 @@ class Submitter:
         Call once, after taking ownership of the operator and before the first claim. Their
         parts may or may not have reached the SMSC; re-sending could deliver them twice.
         """
-        now = self._clock.now()
-        async with self._sessions() as session, session.begin():
-            result = await session.execute(
-                update(MtMessage)
-                .where(
-                    MtMessage.operator_id == self.settings.operator_id,
-                    MtMessage.status == "submitting",
-                )
-                .values(status="unknown", error_code="interrupted", updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-        count = int(getattr(result, "rowcount", 0) or 0)
+        count = await claims.mark_interrupted(
+            self._sessions, self.settings.operator_id, self._clock.now()
+        )
         if count:
             log.warning(
                 "%s: %d MTs were being submitted when the last owner stopped: marked unknown",
@@ -181,41 +169,9 @@ class Submitter:
             return await self._claim(limit)
 
     async def _claim(self, limit: int) -> list[ClaimedMt]:
-        now = self._clock.now()
-        mt = _MT.c
-        candidates = (
-            select(mt.id)
-            .where(
-                mt.operator_id == self.settings.operator_id,
-                mt.status == "queued",
-                mt.next_attempt_at <= now,
-            )
-            .order_by(mt.next_attempt_at, mt.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
+        return await claims.claim(
+            self._sessions, self.settings.operator_id, self._clock.now(), limit
         )
-        claim = (
-            update(_MT)
-            .where(mt.id.in_(candidates.scalar_subquery()))
-            .values(status="submitting", attempts=mt.attempts + 1, updated_at=now)
-            .returning(mt.id, mt.msisdn, mt.sender, mt.text, mt.encoding, mt.attempts)
-        )
-        async with self._sessions() as session, session.begin():
-            # Core on the connection: the ORM's UPDATE ... RETURNING costs more than SQLite.
-            connection = await session.connection()
-            rows: Sequence[Any]
-            if connection.dialect.name == "sqlite":
-                rows = await sqlite_batches.claim(connection, self.settings.operator_id, now, limit)
-            else:
-                rows = (await connection.execute(claim)).all()
-            retried = [row[0] for row in rows if row[5] > 1]
-            done = await _accepted_parts(session, retried) if retried else {}
-        claimed = [
-            ClaimedMt(mt_id, msisdn, sender, text, encoding, attempts, _done(done, mt_id))
-            for mt_id, msisdn, sender, text, encoding, attempts in rows
-        ]
-        claimed.sort(key=lambda item: item.id)
-        return claimed
 
     # --- sending --------------------------------------------------------------------------
 
@@ -476,34 +432,6 @@ class Submitter:
             log.error(
                 "%s: %d MTs still without an outcome", self.settings.operator_id, len(self._flights)
             )
-
-
-async def _accepted_parts(session: AsyncSession, mt_ids: list[int]) -> dict[int, set[int]]:
-    """Part numbers of these MTs that an SMSC accepted in earlier attempts; the rows of the
-    parts still to send move from ``queued`` to ``submitting`` with their MT."""
-    await session.execute(
-        update(MtPart)
-        .where(MtPart.mt_id.in_(mt_ids), MtPart.status == "queued")
-        .values(status="submitting")
-        .execution_options(synchronize_session=False)
-    )
-    rows = await session.execute(
-        select(MtPart.mt_id, MtPart.part_no).where(
-            and_(MtPart.mt_id.in_(mt_ids), MtPart.status.not_in(("submitting", "failed")))
-        )
-    )
-    done: dict[int, set[int]] = {}
-    for mt_id, part_no in rows:
-        done.setdefault(mt_id, set()).add(part_no)
-    return done
-
-
-def _done(done: dict[int, set[int]], mt_id: int) -> frozenset[int]:
-    parts = done.get(mt_id)
-    return frozenset(parts) if parts else _NOTHING
-
-
-_NOTHING: Final[frozenset[int]] = frozenset()
 
 
 async def _result_or_empty(task: asyncio.Task[list[ClaimedMt]]) -> list[ClaimedMt]:
