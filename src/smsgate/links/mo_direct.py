@@ -199,7 +199,9 @@ class SqliteDirect(DirectStore):
         self._commits += 1
         if self._commits >= CHECKPOINT_EVERY:
             self._commits = 0
-            self._executor.submit(self._checkpoint)
+            # (A link closing has shut the thread down: the next start checkpoints.)
+            with contextlib.suppress(RuntimeError):
+                self._executor.submit(self._checkpoint)
 
     async def run(self, body: Body[T], *, size: int = 1) -> T:
         if size <= MAX_ON_LOOP:
