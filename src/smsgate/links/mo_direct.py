@@ -2,13 +2,20 @@
 loop, or on a thread of their own when SQLite's write lock is taken), or a raw asyncpg
 connection, without SQLAlchemy's session, pool and execution path.
 
-Why: an MO batch of the usual kind (whole MOs to access-code services) is about ten set-wise
+Why: an MO batch of the usual kind (whole MOs to access-code services) is a few set-wise
 statements (``services/mo.py``), and every one of them goes through ``store/row_sets.execute``.
 Through SQLAlchemy and aiosqlite each statement cost a hand-over to aiosqlite's thread and
 back, and the transaction (session, pool, ``BEGIN``, commit, reset) as much as several
 statements again: about 2 ms of CPU and, worse, one turn of the event loop per step, so that a
 batch took 10 ms of wall time while the SMPP sessions, the submitter and the writer took
 their turns in between. The reply waited for all of it.
+
+On PostgreSQL each statement is also a round trip to the server (0.25-0.3 ms on an idle
+machine, twice that under load), whatever its work: a batch of the usual kind is BEGIN, four
+statements and COMMIT. Its guards and the routing of its MOs are read and written in one
+(``mo_guards.py``), the MOs inserted in one, the revenue booked with the first draw of codes
+in one (``ledger.book_mo_revenues_and_insert``), and the replies inserted, already claimed
+for the link, with the MOs' outcomes in one (``services/mo.py``).
 
 How: the very coroutines of the ordinary path run against :class:`DirectSession`, a stand-in
 for the ``AsyncSession`` that offers only what ``row_sets.execute`` needs: the dialect, and

@@ -12,7 +12,7 @@ than ``mo_redelivery_seconds``, is the redelivery of that MO: it gets the same o
 message id, and ``receive_mo`` treats it as the duplicate it is. One row accounts for one
 redelivery: it moves to the new connection. An identical MO on the same live connection is a
 new message: an SMSC only redelivers after it gave up on a response, and then it drops the
-connection or the response timer has long passed.
+connection or the response timer has long passed. (The guards' statements: ``mo_guards.py``.)
 
 Concatenated MOs. Each part is stored in ``mo_fragments`` before it is acknowledged (unique
 per operator, sender, short number, reference, total and part number, so a redelivered part
@@ -27,18 +27,29 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Final, cast
+from typing import Final
 
-from sqlalchemy import Table, and_, delete, select, update
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.domain.text import Alphabet, decode
+from smsgate.links import mo_guards
 from smsgate.links.incoming import IncomingMoPart
+from smsgate.links.mo_guards import confirm_acks as confirm_acks  # (re-exported: the link)
 from smsgate.links.pdus import ClaimedMt
-from smsgate.services.mo import IncomingMo, MoHandler, MoOutcome, receive_mo, receive_mos
+from smsgate.services.mo import (
+    IncomingMo,
+    MoHandler,
+    MoOutcome,
+    receive_mo,
+    receive_mos,
+    receive_mos_claiming,
+)
+from smsgate.services.mo_routing import ShortNumberView
+from smsgate.services.mt import QueuedMt
 from smsgate.store.conflicts import insert_if_absent
 from smsgate.store.models import MoFragment, MoUnconfirmedAck
-from smsgate.store.row_sets import execute, insert_rows, stored_time
+from smsgate.store.row_sets import execute, stored_time
 
 _FRAGMENT_KEY: Final = ("operator_id", "msisdn", "short_number", "ref", "total", "seq")
 _counter = itertools.count(1)
@@ -74,14 +85,41 @@ async def store_whole_mos(
     ``confirmed`` guards are deleted (:func:`confirm_acks`).
 
     The common case, MOs none of which is a redelivery, takes one look for earlier guards
-    and one insert of the new ones (on PostgreSQL one statement with the deletion: a round
-    trip each costs more than the work), then ``receive_mos`` for all. A batch with a
-    redelivery among its MOs, or MOs of several connections (a guard of one could match an
-    MO of another), is stored one MO at a time, in order, as :func:`store_whole_mo` does.
+    and one insert of the new ones (on PostgreSQL one statement with the deletion and the
+    reading of the MOs' short numbers for ``receive_mos``: a round trip each costs more than
+    the work), then ``receive_mos`` for all. A batch with a redelivery among its MOs, or MOs
+    of several connections (a guard of one could match an MO of another), is stored one MO
+    at a time, in order, as :func:`store_whole_mo` does.
     """
+    stored, _ = await _store_whole(
+        session,
+        operator_id=operator_id,
+        mos=mos,
+        now=now,
+        redelivery_window=redelivery_window,
+        handlers=handlers,
+        confirmed=confirmed,
+        claim=False,
+    )
+    return stored
+
+
+async def _store_whole(
+    session: AsyncSession,
+    *,
+    operator_id: str,
+    mos: Sequence[WholeMo],
+    now: datetime,
+    redelivery_window: timedelta,
+    handlers: Mapping[str, MoHandler],
+    confirmed: Sequence[int],
+    claim: bool,
+) -> tuple[list[StoredMo], list[QueuedMt] | None]:
+    """:func:`store_whole_mos`; with ``claim``, the replies of the MOs stored as a batch are
+    written claimed (``receive_mos_claiming``), None when the MOs went one at a time."""
     if not mos:
         await confirm_acks(session, list(confirmed))
-        return []
+        return [], []
     guarded = [mo for mo in mos if mo.part.smsc_id is None]
     stamp = int(now.timestamp() * 1_000_000)
     message_ids = [
@@ -102,11 +140,12 @@ async def store_whole_mos(
         if mo.part.smsc_id is None
     ]
     guards: dict[str, int] | None = None
+    numbers: dict[tuple[str, str], ShortNumberView] | None = None
     if len({mo.connection_id for mo in guarded}) > 1:
         await confirm_acks(session, list(confirmed))
     else:
-        guards = await _new_guards(
-            session, operator_id, guarded, guard_rows, now - redelivery_window, confirmed
+        guards, numbers = await mo_guards.new_guards(
+            session, operator_id, mos, guarded, guard_rows, now - redelivery_window, confirmed
         )
     if guards is None:
         return [
@@ -121,8 +160,8 @@ async def store_whole_mos(
                 handlers=handlers,
             )
             for mo in mos
-        ]
-    outcomes = await receive_mos(
+        ], None
+    outcomes, queued = await (receive_mos_claiming if claim else _receive_mos)(
         session,
         [
             _incoming(operator_id, message_id, mo.part, mo.text)
@@ -130,11 +169,25 @@ async def store_whole_mos(
         ],
         now=now,
         handlers=handlers,
+        numbers=numbers,
     )
-    return [
+    stored = [
         StoredMo(outcome, guards.get(message_id))
         for outcome, message_id in zip(outcomes, message_ids, strict=True)
     ]
+    return stored, queued
+
+
+async def _receive_mos(
+    session: AsyncSession,
+    incomings: Sequence[IncomingMo],
+    *,
+    now: datetime,
+    handlers: Mapping[str, MoHandler],
+    numbers: Mapping[tuple[str, str], ShortNumberView] | None,
+) -> tuple[list[MoOutcome], list[QueuedMt]]:
+    outcomes = await receive_mos(session, incomings, now=now, handlers=handlers, numbers=numbers)
+    return outcomes, []
 
 
 async def store_and_claim(
@@ -147,9 +200,12 @@ async def store_and_claim(
     handlers: Mapping[str, MoHandler],
     confirmed: Sequence[int] = (),
 ) -> tuple[list[StoredMo], list[ClaimedMt]]:
-    """A link's batch of whole MOs: :func:`store_whole_mos`, then :func:`claim_replies` for
-    the MOs it stored (not the redeliveries)."""
-    stored = await store_whole_mos(
+    """A link's batch of whole MOs: :func:`store_whole_mos`, and the MTs due now that name
+    the MOs it stored (not the redeliveries) claimed for the link, as :func:`claim_replies`
+    claims them. The replies of a batch are written claimed already (one statement less);
+    what a one-at-a-time handler queued, and the MTs of MOs stored one at a time, are
+    claimed after."""
+    stored, queued = await _store_whole(
         session,
         operator_id=operator_id,
         mos=mos,
@@ -157,96 +213,24 @@ async def store_and_claim(
         redelivery_window=redelivery_window,
         handlers=handlers,
         confirmed=confirmed,
+        claim=True,
     )
     new = [
-        one.outcome.mo_id
+        one.outcome
         for one in stored
         if one.outcome is not None and not one.outcome.duplicate and not one.redelivery
     ]
-    return stored, await claim_replies(session, operator_id, new, now)
-
-
-async def _new_guards(
-    session: AsyncSession,
-    operator_id: str,
-    guarded: Sequence[WholeMo],
-    rows: list[dict[str, Any]],
-    since: datetime,
-    confirmed: Sequence[int],
-) -> dict[str, int] | None:
-    """Delete the ``confirmed`` guards and insert ``rows`` (the guards of ``guarded``, MOs of
-    one connection), unless one of them matches a guard of another connection: None then
-    (a redelivery), and nothing inserted. Returns each guard's id by operator message id."""
-    connection = await session.connection()
-    if connection.dialect.name != "sqlite":
-        inserted = await execute(
-            connection,
-            _NEW_GUARDS_POSTGRESQL,
-            (
-                json.dumps(list(confirmed)),
-                operator_id,
-                guarded[0].connection_id if guarded else "",
-                since,
-                json.dumps(sorted({mo.part.fingerprint for mo in guarded})),
-                json.dumps(
-                    [{**row, "received_at": row["received_at"].isoformat()} for row in rows]
-                ),
-            ),
+    if queued is None:
+        return stored, await claim_replies(
+            session, operator_id, [outcome.mo_id for outcome in new], now
         )
-        if rows and not inserted:
-            return None
-        return {message_id: guard_id for message_id, guard_id in inserted}
-    await confirm_acks(session, list(confirmed))
-    if await _earlier_guards(session, operator_id, guarded, since):
-        return None
-    return {
-        message_id: guard_id
-        for message_id, guard_id in await insert_rows(
-            connection,
-            _GUARDS,
-            rows,
-            columns=_GUARD_COLUMNS,
-            returning=("operator_message_id", "id"),
-        )
-    }
-
-
-# In a data-modifying WITH every part sees the table as it was before the statement: the
-# guards being deleted are left out of the look for earlier ones by their ids.
-_NEW_GUARDS_POSTGRESQL: Final = (
-    "WITH confirmed AS (SELECT json_array_elements_text($1::json)::bigint AS id), "
-    "gone AS (DELETE FROM mo_unconfirmed_acks WHERE id IN (SELECT id FROM confirmed)), "
-    "earlier AS (SELECT 1 FROM mo_unconfirmed_acks WHERE operator_id = $2 "
-    "AND connection_id != $3 AND received_at >= $4 "
-    "AND fingerprint IN (SELECT json_array_elements_text($5::json)) "
-    "AND id NOT IN (SELECT id FROM confirmed) LIMIT 1) "
-    "INSERT INTO mo_unconfirmed_acks (operator_id, fingerprint, operator_message_id, "
-    "connection_id, received_at) SELECT r.operator_id, r.fingerprint, r.operator_message_id, "
-    "r.connection_id, r.received_at FROM json_to_recordset($6::json) AS r(operator_id text, "
-    "fingerprint text, operator_message_id text, connection_id text, received_at timestamptz) "
-    "WHERE NOT EXISTS (SELECT 1 FROM earlier) RETURNING operator_message_id, id"
-)
-
-
-async def _earlier_guards(
-    session: AsyncSession, operator_id: str, mos: Sequence[WholeMo], since: datetime
-) -> bool:
-    """Whether any of ``mos`` matches a guard of another connection (SQLite): a redelivery."""
-    if not mos:
-        return False
-    connection = await session.connection()
-    fingerprints = json.dumps(sorted({mo.part.fingerprint for mo in mos}))
-    since_stored = stored_time(connection.dialect, since)
-    found = await execute(
-        connection, _EARLIER_SQLITE, (operator_id, mos[0].connection_id, since_stored, fingerprints)
-    )
-    return bool(found)
-
-
-_EARLIER_SQLITE: Final = (
-    "SELECT id FROM mo_unconfirmed_acks WHERE operator_id = ? AND connection_id != ? "
-    "AND received_at >= ? AND fingerprint IN (SELECT value FROM json_each(?)) LIMIT 1"
-)
+    claimed = [
+        ClaimedMt(mt.id, mt.msisdn, mt.sender, mt.text, mt.encoding, mt.attempts) for mt in queued
+    ]
+    others = [outcome.mo_id for outcome in new if outcome.item_handled]
+    claimed += await claim_replies(session, operator_id, others, now)
+    claimed.sort(key=lambda mt: mt.id)
+    return stored, claimed
 
 
 def _smsc_message_id(smsc_id: str) -> str:
@@ -262,16 +246,6 @@ def _incoming(operator_id: str, message_id: str, part: IncomingMoPart, text: str
         text=text,
         details={"via": "smpp", "data_coding": part.data_coding, "parts": 1},
     )
-
-
-_GUARDS: Final = cast(Table, MoUnconfirmedAck.__table__)
-_GUARD_COLUMNS: Final = (
-    "operator_id",
-    "fingerprint",
-    "operator_message_id",
-    "connection_id",
-    "received_at",
-)
 
 
 async def store_whole_mo(
@@ -415,23 +389,6 @@ async def store_fragment(
         handlers=handlers,
     )
     return StoredMo(outcome, None)
-
-
-async def confirm_acks(session: AsyncSession, guard_ids: list[int]) -> None:
-    """The SMSC has read the responses of these MOs: they no longer guard anything."""
-    if guard_ids:
-        connection = await session.connection()
-        sql = _CONFIRM_SQLITE if connection.dialect.name == "sqlite" else _CONFIRM_POSTGRESQL
-        await execute(connection, sql, (json.dumps(guard_ids),))
-
-
-_CONFIRM_SQLITE: Final = (
-    "DELETE FROM mo_unconfirmed_acks WHERE id IN (SELECT value FROM json_each(?))"
-)
-_CONFIRM_POSTGRESQL: Final = (
-    "DELETE FROM mo_unconfirmed_acks WHERE id IN "
-    "(SELECT json_array_elements_text($1::json)::bigint)"
-)
 
 
 async def claim_replies(

@@ -40,7 +40,12 @@ from smsgate.services.access_code_settings import (
 )
 from smsgate.services.mo import Reply, RoutedMo
 from smsgate.services.mo_routing import ServiceView
-from smsgate.store.ledger import MoSale, book_mo_revenues
+from smsgate.store.ledger import (
+    AlsoInsert,
+    MoSale,
+    book_mo_revenues,
+    book_mo_revenues_and_insert,
+)
 from smsgate.store.models import AccessCode
 from smsgate.store.row_sets import insert_rows
 
@@ -64,16 +69,22 @@ async def issue_codes(
     *,
     now: datetime,
     rng: RandomSource | None = None,
+    sales: Sequence[MoSale] = (),
 ) -> list[IssuedCode | None]:
     """Insert a fresh code, unique in its service, for each (service id, rules, MO id,
     msisdn) of ``wanted``, all in one statement; a code that clashes (with a stored one, or
     one drawn for the same batch) is drawn again in the next statement, up to
-    :data:`MAX_DRAWS` times. None for a request still clashing then."""
+    :data:`MAX_DRAWS` times. None for a request still clashing then.
+
+    ``sales``: MOs whose revenue to book (``ledger.book_mo_revenues``), with the first
+    statement: on PostgreSQL the booking and the codes can go as one statement."""
     issued: list[IssuedCode | None] = [None] * len(wanted)
     states = [rules_.issue(rules, now) for _, rules, _, _ in wanted]
     pending = list(range(len(wanted)))
     connection = await session.connection()
-    for _ in range(MAX_DRAWS):
+    if not pending:
+        await book_mo_revenues(session, sales, now=now)
+    for draw in range(MAX_DRAWS):
         if not pending:
             break
         drawn: dict[tuple[int, str], int] = {}
@@ -85,14 +96,24 @@ async def issue_codes(
                 continue  # drawn twice in this batch: draws again next time
             drawn[(service_id, code)] = index
             rows.append(_code_row(service_id, code, rules, states[index], mo_id, msisdn, now))
-        inserted = await insert_rows(
-            connection,
+        codes = AlsoInsert(
             _CODES,
             rows,
             columns=_CODE_COLUMNS,
             conflict=("service_id", "code"),
             returning=("service_id", "code", "id"),
         )
+        if draw == 0:
+            _, inserted = await book_mo_revenues_and_insert(session, sales, now=now, also=codes)
+        else:
+            inserted = await insert_rows(
+                connection,
+                codes.table,
+                codes.rows,
+                columns=codes.columns,
+                conflict=codes.conflict,
+                returning=codes.returning,
+            )
         for service_id, code, code_id in inserted:
             index = drawn[(service_id, code)]
             issued[index] = IssuedCode(int(code_id), code, states[index])
@@ -190,7 +211,8 @@ class AccessCodeHandler:
 
     Set-wise: the revenue of the batch is one ledger statement (and a balance update per
     merchant), its codes one insert (a few more when draws clash), and the replies are
-    queued with the batch's other replies by ``receive_mos``.
+    queued with the batch's other replies by ``receive_mos``. On PostgreSQL the revenue of
+    one merchant's MOs and the first draw of codes are one statement (``issue_codes``).
     """
 
     def __init__(self, rng: RandomSource | None = None) -> None:
@@ -199,7 +221,6 @@ class AccessCodeHandler:
     async def handle_batch(
         self, session: AsyncSession, mos: Sequence[RoutedMo], now: datetime
     ) -> None:
-        await book_mo_revenues(session, [_sale(mo) for mo in mos if _paid(mo)], now=now)
         configs: dict[int, AccessCodeConfig | str] = {}
         issuing: list[tuple[RoutedMo, AccessCodeConfig]] = []
         for mo in mos:
@@ -216,6 +237,7 @@ class AccessCodeHandler:
             [(mo.service.id, config.rules, mo.mo_id, mo.incoming.msisdn) for mo, config in issuing],
             now=now,
             rng=self._rng,
+            sales=[_sale(mo) for mo in mos if _paid(mo)],
         )
         for (mo, config), code in zip(issuing, issued, strict=True):
             if code is None:

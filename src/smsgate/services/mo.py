@@ -9,26 +9,38 @@ a number per MO: the short numbers and services of the whole batch are read at o
 (``mo_routing.py``), the MOs are inserted in one statement (an MO already stored, by its
 operator message id, is a duplicate and changes nothing), each service type handles all its
 MOs at once (:class:`MoBatchHandler`), the replies are queued in one statement and the MOs'
-outcomes written in one more. A handler that takes one MO at a time (:data:`MoItemHandler`)
+outcomes written in one more (on PostgreSQL both in one: a round trip to the server costs
+more than the work). A handler that takes one MO at a time (:data:`MoItemHandler`)
 is still called once per MO, with the ORM objects.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, Protocol, cast, runtime_checkable
 
 from sqlalchemy import Table, select, tuple_
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from smsgate.domain import routing
 from smsgate.metrics import MO_RECEIVED
 from smsgate.services.mo_routing import ServiceView, ShortNumberView, load_short_numbers
-from smsgate.services.mt import NewMt, queue_replies
+from smsgate.services.mt import (
+    MT_TABLE,
+    QUEUED_RETURNING,
+    REPLY_COLUMNS,
+    NewMt,
+    QueuedMt,
+    queue_replies,
+    reply_rows,
+)
 from smsgate.store.models import MoMessage, Service, ShortNumber
-from smsgate.store.row_sets import insert_rows, update_rows
+from smsgate.store.row_sets import execute, insert_rows, insert_sql, payload, update_rows
 
 
 @dataclass(frozen=True)
@@ -128,20 +140,50 @@ async def receive_mos(
     *,
     now: datetime,
     handlers: Mapping[str, MoHandler],
+    numbers: Mapping[tuple[str, str], ShortNumberView] | None = None,
 ) -> list[MoOutcome]:
     """Store, route and handle MOs in the caller's transaction; one outcome per MO, in order.
 
     An MO whose (operator, operator message id) is stored already, before or earlier in
     ``incomings``, is a duplicate: it gets the stored MO's outcome and changes nothing.
+    ``numbers``: the short numbers of the MOs (``mo_routing.py``) when the caller has read
+    them in this transaction already.
     """
+    outcomes, _ = await _receive(session, incomings, now, handlers, numbers, claim=False)
+    return outcomes
+
+
+async def receive_mos_claiming(
+    session: AsyncSession,
+    incomings: Sequence[IncomingMo],
+    *,
+    now: datetime,
+    handlers: Mapping[str, MoHandler],
+    numbers: Mapping[tuple[str, str], ShortNumberView] | None = None,
+) -> tuple[list[MoOutcome], list[QueuedMt]]:
+    """:func:`receive_mos`, the replies it queues written claimed for the caller to send
+    (``queue_replies``); MTs a one-at-a-time handler queued are left to claim."""
+    return await _receive(session, incomings, now, handlers, numbers, claim=True)
+
+
+async def _receive(
+    session: AsyncSession,
+    incomings: Sequence[IncomingMo],
+    now: datetime,
+    handlers: Mapping[str, MoHandler],
+    numbers: Mapping[tuple[str, str], ShortNumberView] | None,
+    *,
+    claim: bool,
+) -> tuple[list[MoOutcome], list[QueuedMt]]:
     if not incomings:
-        return []
+        return [], []
     # Statements below go to the connection directly: the ORM's pending work goes first.
     await session.flush()
     connection = await session.connection()
-    numbers = await load_short_numbers(
-        connection, {(mo.operator_id, mo.short_number) for mo in incomings}
-    )
+    if numbers is None:
+        numbers = await load_short_numbers(
+            connection, {(mo.operator_id, mo.short_number) for mo in incomings}
+        )
     firsts: dict[tuple[str, str], IncomingMo] = {}
     for mo in incomings:
         firsts.setdefault((mo.operator_id, mo.operator_message_id), mo)
@@ -189,8 +231,8 @@ async def receive_mos(
                 routed_mo.service.id,
                 item_handled=service_type in item_types,
             )
-    await _write_replies(session, connection, changed, replies, now)
-    return _in_order(incomings, firsts, outcomes)
+    queued = await _write_replies(session, connection, changed, replies, now, claim)
+    return _in_order(incomings, firsts, outcomes), queued
 
 
 async def _handle(
@@ -218,11 +260,14 @@ async def _write_replies(
     changed: list[RoutedMo],
     replies: Mapping[int, tuple[NewMt, str | None]],
     now: datetime,
-) -> None:
+    claim: bool,
+) -> list[QueuedMt]:
     """Queue the replies, then write the handled MOs' status and details (with MT ids)."""
-    mt_ids = await queue_replies(
-        session, {mo_id: mt for mo_id, (mt, _) in replies.items()}, now=now
-    )
+    mts = {mo_id: mt for mo_id, (mt, _) in replies.items()}
+    if connection.dialect.name != "sqlite":
+        return await _write_replies_postgresql(connection, changed, replies, mts, now, claim)
+    queued = await queue_replies(session, mts, now=now, claimed=claim)
+    mt_ids = {mt.mo_id: mt.id for mt in queued}
     for routed_mo in changed:
         if routed_mo.mo_id in replies:
             key_for_id = replies[routed_mo.mo_id][1]
@@ -234,6 +279,62 @@ async def _write_replies(
         [{"id": mo.mo_id, "status": mo.status, "details": mo.details} for mo in changed],
         key="id",
         columns=("status", "details"),
+    )
+    return queued
+
+
+async def _write_replies_postgresql(
+    connection: AsyncConnection,
+    changed: list[RoutedMo],
+    replies: Mapping[int, tuple[NewMt, str | None]],
+    mts: Mapping[int, NewMt],
+    now: datetime,
+    claim: bool,
+) -> list[QueuedMt]:
+    """The same rows in one statement (a round trip costs more than the work): the MOs'
+    details get their reply's MT id in the database."""
+    if not changed and not mts:
+        return []
+    dialect = connection.dialect
+    mos = [
+        {
+            "id": mo.mo_id,
+            "status": mo.status,
+            "details": mo.details,
+            "mt_key": replies[mo.mo_id][1] if mo.mo_id in replies else None,
+        }
+        for mo in changed
+    ]
+    rows = await execute(
+        connection,
+        _replies_and_mos_sql(dialect),
+        (
+            payload(dialect, MT_TABLE, REPLY_COLUMNS, reply_rows(mts, now=now, claimed=claim)),
+            json.dumps(mos, separators=(",", ":")),
+        ),
+    )
+    queued = [QueuedMt(*row) for row in rows]
+    mt_ids = {mt.mo_id: mt.id for mt in queued}
+    for routed_mo in changed:
+        key_for_id = replies[routed_mo.mo_id][1] if routed_mo.mo_id in replies else None
+        if key_for_id is not None:
+            routed_mo.details[key_for_id] = mt_ids[routed_mo.mo_id]
+    return queued
+
+
+@functools.lru_cache(maxsize=4)
+def _replies_and_mos_sql(dialect: Dialect) -> str:
+    insert = insert_sql(dialect, MT_TABLE, REPLY_COLUMNS, returning=QUEUED_RETURNING)
+    # Every part of a WITH sees the tables as they were before the statement: the MOs'
+    # update takes the MT ids from what the insert returns.
+    return (
+        f"WITH mt AS ({insert}), "  # noqa: S608 (constants and the table's column names)
+        "mo AS (UPDATE mo_messages SET status = r.status, details = CASE "
+        "WHEN r.mt_key IS NULL OR mt.id IS NULL THEN r.details "
+        "ELSE (r.details::jsonb || jsonb_build_object(r.mt_key, mt.id))::json END "
+        "FROM json_to_recordset($2::json) AS r(id bigint, status text, details json, mt_key text) "
+        "LEFT JOIN mt ON mt.mo_id = r.id WHERE mo_messages.id = r.id) "
+        f"SELECT {', '.join(QUEUED_RETURNING)} FROM mt"
     )
 
 

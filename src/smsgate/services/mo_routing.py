@@ -8,7 +8,7 @@ is seen by it, in every process, without a cache to invalidate.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -64,9 +64,29 @@ async def load_short_numbers(
     if not wanted:
         return {}
     sql = _QUERY_SQLITE if connection.dialect.name == "sqlite" else _QUERY_POSTGRESQL
-    rows = [_Row(*row) for row in await execute(connection, sql, (json.dumps(wanted),))]
+    return short_number_views(await execute(connection, sql, (json.dumps(wanted),)))
+
+
+def wanted_parameter(numbers: Iterable[tuple[str, str]]) -> str:
+    """The parameter of :func:`routing_sql`: the (operator id, number) pairs wanted."""
+    return json.dumps(sorted(set(numbers)))
+
+
+def routing_sql(parameter: int) -> str:
+    """PostgreSQL's query of :func:`load_short_numbers` with its parameter numbered
+    ``parameter``, a part of a larger statement; its rows go to :func:`short_number_views`.
+    (Ordered there: as a subquery it may lose its ORDER BY.)"""
+    return _SELECT + _WANTED_POSTGRESQL.format(parameter)
+
+
+def short_number_views(rows: Iterable[Sequence[Any]]) -> dict[tuple[str, str], ShortNumberView]:
+    """The short numbers and services of the rows of the routing query."""
     found: dict[tuple[str, str], tuple[_Row, list[ServiceView]]] = {}
-    for row in rows:
+    ordered = sorted(
+        (_Row(*row) for row in rows),
+        key=lambda row: (row.id, row.service_id is None, row.service_id or 0),
+    )
+    for row in ordered:
         _, services = found.setdefault((row.operator_id, row.number), (row, []))
         if row.service_id is not None:
             services.append(
@@ -142,8 +162,7 @@ _SELECT: Final = (
 _QUERY_SQLITE: Final = (
     _SELECT + "(SELECT value ->> 0, value ->> 1 FROM json_each(?)) ORDER BY sn.id, s.id"  # noqa: S608
 )
-_QUERY_POSTGRESQL: Final = (
-    _SELECT  # noqa: S608
-    + "(SELECT pair ->> 0, pair ->> 1 FROM json_array_elements($1::json) AS pair) "
-    "ORDER BY sn.id, s.id"
+_WANTED_POSTGRESQL: Final = (
+    "(SELECT pair ->> 0, pair ->> 1 FROM json_array_elements(${}::json) AS pair)"
 )
+_QUERY_POSTGRESQL: Final = _SELECT + _WANTED_POSTGRESQL.format(1) + " ORDER BY sn.id, s.id"

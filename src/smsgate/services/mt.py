@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, cast
+from typing import Any, Final, NamedTuple, cast
 
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -76,7 +76,7 @@ class NewMt:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-_COLUMNS: Final = (
+REPLY_COLUMNS: Final = (
     "merchant_id",
     "service_id",
     "mo_id",
@@ -99,13 +99,47 @@ _COLUMNS: Final = (
 )
 
 
+class QueuedMt(NamedTuple):
+    """A reply as :func:`queue_replies` wrote it; the last five fields are a claim's."""
+
+    mo_id: int
+    id: int
+    msisdn: str
+    sender: str
+    text: str
+    encoding: str
+    attempts: int
+
+
+QUEUED_RETURNING: Final = ("mo_id", "id", "msisdn", "sender", "text", "encoding", "attempts")
+
+
 async def queue_replies(
-    session: AsyncSession, replies: Mapping[int, NewMt], *, now: datetime
-) -> dict[int, int]:
-    """Queue one MT per MO (``replies`` maps an MO id to its reply) in one statement; returns
-    each MO's MT id."""
+    session: AsyncSession, replies: Mapping[int, NewMt], *, now: datetime, claimed: bool = False
+) -> list[QueuedMt]:
+    """Queue one MT per MO (``replies`` maps an MO id to its reply) in one statement.
+
+    ``claimed``: the MTs are written claimed already (``submitting``, first attempt), as the
+    operator link's claim of an MO's replies would leave them (``links/mo_store.py``), for
+    the caller to send: one statement instead of an insert and a claim.
+    """
     if not replies:
-        return {}
+        return []
+    connection = await session.connection()
+    inserted = await insert_rows(
+        connection,
+        MT_TABLE,
+        reply_rows(replies, now=now, claimed=claimed),
+        columns=REPLY_COLUMNS,
+        returning=QUEUED_RETURNING,
+    )
+    return [QueuedMt(*row) for row in inserted]
+
+
+def reply_rows(
+    replies: Mapping[int, NewMt], *, now: datetime, claimed: bool = False
+) -> list[dict[str, Any]]:
+    """The rows :func:`queue_replies` inserts (its columns: :data:`REPLY_COLUMNS`)."""
     rows = []
     for mo_id, mt in replies.items():
         encoding = choose_encoding(mt.text)
@@ -120,21 +154,19 @@ async def queue_replies(
                 "text": mt.text,
                 "encoding": encoding.value,
                 "parts": count_parts(mt.text, encoding=encoding),
-                "status": "queued",
+                "status": "submitting" if claimed else "queued",
                 "error_code": "",
                 "cost_minor": mt.cost_minor,
                 "currency": mt.currency,
                 "idempotency_key": mt.idempotency_key,
-                "attempts": 0,
+                "attempts": 1 if claimed else 0,
                 "next_attempt_at": now,
                 "created_at": now,
                 "updated_at": now,
                 "details": mt.details,
             }
         )
-    connection = await session.connection()
-    inserted = await insert_rows(connection, _MT, rows, columns=_COLUMNS, returning=("mo_id", "id"))
-    return {mo_id: mt_id for mo_id, mt_id in inserted}
+    return rows
 
 
-_MT: Final = cast(Table, MtMessage.__table__)
+MT_TABLE: Final = cast(Table, MtMessage.__table__)

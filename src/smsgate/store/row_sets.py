@@ -32,7 +32,15 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smsgate.store.types import UTCDateTime
 
-__all__ = ["execute", "insert_rows", "stored_time", "update_rows"]
+__all__ = [
+    "execute",
+    "insert_rows",
+    "insert_sql",
+    "json_value",
+    "payload",
+    "stored_time",
+    "update_rows",
+]
 
 
 async def insert_rows(
@@ -50,8 +58,8 @@ async def insert_rows(
     if not rows:
         return []
     dialect = connection.dialect
-    sql = _insert_sql(dialect, table, tuple(columns), tuple(conflict), tuple(returning))
-    return await execute(connection, sql, (_payload(dialect, table, columns, rows),))
+    sql = _insert_sql(dialect, table, tuple(columns), tuple(conflict), tuple(returning), 1)
+    return await execute(connection, sql, (payload(dialect, table, columns, rows),))
 
 
 async def update_rows(
@@ -67,7 +75,7 @@ async def update_rows(
         return
     dialect = connection.dialect
     sql = _update_sql(dialect, table, key, tuple(columns))
-    await execute(connection, sql, (_payload(dialect, table, [key, *columns], rows),))
+    await execute(connection, sql, (payload(dialect, table, [key, *columns], rows),))
 
 
 async def execute(
@@ -91,6 +99,12 @@ async def execute(
     return [tuple(row) for row in result.all()] if result.returns_rows else []
 
 
+def json_value(value: Any) -> Any:
+    """A ``json`` value :func:`execute` returned: text from the driver itself (sqlite3, a raw
+    asyncpg connection), decoded already through SQLAlchemy's asyncpg adapter."""
+    return json.loads(value) if isinstance(value, str | bytes) else value
+
+
 def _fetch_all(connection: Any, sql: str, parameters: tuple[Any, ...]) -> list[tuple[Any, ...]]:
     cursor = connection.execute(sql, parameters)
     try:
@@ -106,9 +120,24 @@ def stored_time(dialect: Dialect, value: datetime) -> Any:
     return value
 
 
-def _payload(
+def insert_sql(
+    dialect: Dialect,
+    table: Table,
+    columns: Sequence[str],
+    *,
+    conflict: Sequence[str] = (),
+    returning: Sequence[str] = (),
+    parameter: int = 1,
+) -> str:
+    """The statement of :func:`insert_rows`, its rows (:func:`payload`) the ``parameter``-th
+    parameter on PostgreSQL: a part of a larger statement (a data-modifying ``WITH``)."""
+    return _insert_sql(dialect, table, tuple(columns), tuple(conflict), tuple(returning), parameter)
+
+
+def payload(
     dialect: Dialect, table: Table, columns: Sequence[str], rows: Sequence[Mapping[str, Any]]
 ) -> str:
+    """``rows`` as the JSON parameter of :func:`insert_sql` (values as the ORM takes them)."""
     times = [name for name in columns if isinstance(table.c[name].type, UTCDateTime)]
     if times:
         store = _time_storer(dialect)
@@ -152,9 +181,10 @@ def _insert_sql(
     columns: tuple[str, ...],
     conflict: tuple[str, ...],
     returning: tuple[str, ...],
+    parameter: int,
 ) -> str:
     _check_names(table, (*columns, *conflict, *returning))
-    source, values = _source(dialect, table, columns)
+    source, values = _source(dialect, table, columns, parameter)
     # Only the table's own column names are spliced in (checked above); values are bound.
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {values} FROM {source}"  # noqa: S608
     if conflict:
@@ -184,12 +214,14 @@ def _check_names(table: Table, names: Sequence[str]) -> None:
         raise ValueError(f"{table.name} has no column {', '.join(unknown)}")
 
 
-def _source(dialect: Dialect, table: Table, columns: Sequence[str]) -> tuple[str, str]:
+def _source(
+    dialect: Dialect, table: Table, columns: Sequence[str], parameter: int = 1
+) -> tuple[str, str]:
     """The FROM clause that unpacks the JSON parameter, and the column list of its rows."""
     if dialect.name == "sqlite":
         return "json_each(?) AS r", ", ".join(f"r.value ->> '{name}'" for name in columns)
     types = ", ".join(f"{name} {_pg_type(table, name, dialect)}" for name in columns)
-    return f"json_to_recordset($1::json) AS r({types})", ", ".join(columns)
+    return f"json_to_recordset(${parameter}::json) AS r({types})", ", ".join(columns)
 
 
 def _pg_type(table: Table, name: str, dialect: Dialect) -> str:

@@ -36,10 +36,18 @@ from smsgate.store.ledger.balances import (
 )
 from smsgate.store.ledger.charges import Charge, book_payout, charge_merchant, charge_merchant_many
 from smsgate.store.ledger.entries import Entry, Posted, Posting, credit_merchant, post_entries
-from smsgate.store.ledger.revenue import MoRevenue, MoSale, book_mo_revenue, book_mo_revenues
+from smsgate.store.ledger.revenue import (
+    AlsoInsert,
+    MoRevenue,
+    MoSale,
+    book_mo_revenue,
+    book_mo_revenues,
+    book_mo_revenues_and_insert,
+)
 
 __all__ = [
     "PLATFORM_ACCOUNT",
+    "AlsoInsert",
     "BalanceMismatch",
     "Charge",
     "CurrencyMismatch",
@@ -58,6 +66,7 @@ __all__ = [
     "balance_mismatches",
     "book_mo_revenue",
     "book_mo_revenues",
+    "book_mo_revenues_and_insert",
     "book_payout",
     "cached_balance",
     "charge_merchant",

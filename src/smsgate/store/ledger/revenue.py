@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, cast
 
 from sqlalchemy import Table, select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from smsgate.domain.money import Split, split_gross
@@ -15,6 +17,7 @@ from smsgate.store.ledger.accounts import (
     PLATFORM_ACCOUNT,
     CurrencyMismatch,
     LedgerConflict,
+    LedgerError,
     UnknownMerchant,
     merchant_account,
     merchant_of,
@@ -22,7 +25,7 @@ from smsgate.store.ledger.accounts import (
 )
 from smsgate.store.ledger.entries import Entry, post_entries
 from smsgate.store.models import LedgerEntry, Merchant
-from smsgate.store.row_sets import execute, insert_rows
+from smsgate.store.row_sets import execute, insert_rows, insert_sql, json_value, payload
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +104,18 @@ _ENTRY_COLUMNS: Final = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class AlsoInsert:
+    """Rows of another table to insert with a booking (:func:`book_mo_revenues`), as
+    ``row_sets.insert_rows`` inserts them."""
+
+    table: Table
+    rows: Sequence[Mapping[str, Any]]
+    columns: Sequence[str]
+    conflict: Sequence[str] = ()
+    returning: Sequence[str] = ()
+
+
 async def book_mo_revenues(session: AsyncSession, sales: Sequence[MoSale], *, now: datetime) -> int:
     """:func:`book_mo_revenue` for many MOs at once: every entry in one statement, then one
     balance update per merchant (in merchant id order, so that two transactions booking for
@@ -112,6 +127,50 @@ async def book_mo_revenues(session: AsyncSession, sales: Sequence[MoSale], *, no
     booked before with another amount raises :class:`LedgerConflict`. After an exception the
     caller's transaction holds partial work and must be rolled back.
     """
+    booked, _ = await book_mo_revenues_and_insert(session, sales, now=now)
+    return booked
+
+
+async def book_mo_revenues_and_insert(
+    session: AsyncSession,
+    sales: Sequence[MoSale],
+    *,
+    now: datetime,
+    also: AlsoInsert | None = None,
+) -> tuple[int, list[tuple[Any, ...]]]:
+    """:func:`book_mo_revenues`, and ``also`` inserted in the same transaction (what
+    ``insert_rows`` returns for it comes second; values as JSON gives them on PostgreSQL).
+
+    On PostgreSQL, when the entries move one merchant's balance (the usual batch: MOs to
+    the services of one merchant), the entries, the balance and ``also`` are one statement:
+    each statement is a round trip to the server, which costs more than the work.
+    """
+    rows = _entry_rows(sales, now)
+    connection = await session.connection()
+    owners = {
+        (owner, row["currency"])
+        for row in rows.values()
+        if (owner := merchant_of(row["account"])) is not None
+    }
+    if connection.dialect.name != "sqlite" and rows and len(owners) == 1:
+        ((owner, currency),) = owners
+        return await _book_in_one(session, rows, owner, currency, also)
+    booked = await _book(session, rows)
+    if also is None:
+        return booked, []
+    return booked, await insert_rows(
+        connection,
+        also.table,
+        also.rows,
+        columns=also.columns,
+        conflict=also.conflict,
+        returning=also.returning,
+    )
+
+
+def _entry_rows(
+    sales: Sequence[MoSale], now: datetime
+) -> dict[tuple[str, str, str], dict[str, Any]]:
     rows: dict[tuple[str, str, str], dict[str, Any]] = {}
     for sale in sales:
         split = split_gross(sale.gross_minor, sale.operator_share_bp, sale.merchant_share_bp)
@@ -134,12 +193,16 @@ async def book_mo_revenues(session: AsyncSession, sales: Sequence[MoSale], *, no
             earlier = rows.setdefault((account, kind, ref), row)
             if (earlier["amount_minor"], earlier["currency"]) != (amount, sale.currency):
                 raise LedgerConflict(account, kind, ref)
+    return rows
+
+
+async def _book(session: AsyncSession, rows: dict[tuple[str, str, str], dict[str, Any]]) -> int:
     connection = await session.connection()
     created = {
         (account, kind, ref)
         for account, kind, ref in await insert_rows(
             connection,
-            cast(Table, LedgerEntry.__table__),
+            _ENTRIES,
             list(rows.values()),
             columns=_ENTRY_COLUMNS,
             conflict=("account", "kind", "ref"),
@@ -160,11 +223,90 @@ async def book_mo_revenues(session: AsyncSession, sales: Sequence[MoSale], *, no
     for merchant_id in sorted(moved):
         currency, amount = moved[merchant_id]
         if not await execute(connection, sql, (amount, merchant_id, currency)):
-            kept = await session.scalar(select(Merchant.currency).where(Merchant.id == merchant_id))
-            if kept is None:
-                raise UnknownMerchant(merchant_id)
-            raise CurrencyMismatch(merchant_id, kept, currency)
+            raise await _refusal(session, merchant_id, currency)
     return sum(1 for key in created if key[1] == "mo_revenue")
+
+
+async def _book_in_one(
+    session: AsyncSession,
+    rows: dict[tuple[str, str, str], dict[str, Any]],
+    owner: int,
+    currency: str,
+    also: AlsoInsert | None,
+) -> tuple[int, list[tuple[Any, ...]]]:
+    """:func:`_book` and ``also`` in one statement (PostgreSQL; one merchant's balance)."""
+    connection = await session.connection()
+    dialect = connection.dialect
+    parameters: list[Any] = [
+        payload(dialect, _ENTRIES, _ENTRY_COLUMNS, list(rows.values())),
+        merchant_account(owner),
+        owner,
+        currency,
+    ]
+    if also is not None and also.rows:
+        other = insert_sql(
+            dialect,
+            also.table,
+            also.columns,
+            conflict=also.conflict,
+            returning=also.returning,
+            parameter=5,
+        )
+        parameters.append(payload(dialect, also.table, also.columns, also.rows))
+        returned = ", ".join(also.returning)
+        sql = (
+            f"{_book_sql(dialect)}, other AS ({other}) "  # noqa: S608 (names checked by insert_sql)
+            f"SELECT {_BOOKED}, (SELECT coalesce(json_agg(json_build_array({returned})), "
+            "'[]'::json) FROM other)"
+        )
+    else:
+        sql = f"{_book_sql(dialect)} SELECT {_BOOKED}, '[]'::json"
+    ((added, moved, inserted),) = await execute(connection, sql, parameters)
+    created = {(account, kind, ref) for account, kind, ref in json_value(added)}
+    if len(created) < len(rows):
+        await _check_repeated(session, [row for key, row in rows.items() if key not in created])
+    if moved == 0 and any(merchant_of(key[0]) is not None for key in created):
+        raise await _refusal(session, owner, currency)
+    return (
+        sum(1 for key in created if key[1] == "mo_revenue"),
+        [tuple(row) for row in json_value(inserted)],
+    )
+
+
+async def _refusal(session: AsyncSession, merchant_id: int, currency: str) -> LedgerError:
+    """Why the balance of ``merchant_id`` did not move by entries in ``currency``."""
+    kept = await session.scalar(select(Merchant.currency).where(Merchant.id == merchant_id))
+    if kept is None:
+        return UnknownMerchant(merchant_id)
+    return CurrencyMismatch(merchant_id, kept, currency)
+
+
+_ENTRIES: Final = cast(Table, LedgerEntry.__table__)
+
+
+@functools.lru_cache(maxsize=4)
+def _book_sql(dialect: Dialect) -> str:
+    # Every part of a WITH sees the tables as they were before the statement: the balance
+    # moves by what the insert returns (the entries it created).
+    added = insert_sql(
+        dialect,
+        _ENTRIES,
+        _ENTRY_COLUMNS,
+        conflict=("account", "kind", "ref"),
+        returning=("account", "kind", "ref", "amount_minor"),
+    )
+    return (
+        f"WITH added AS ({added}), "  # noqa: S608 (constants and the table's column names)
+        "moved AS (UPDATE merchants SET balance_minor = balance_minor + m.total "
+        "FROM (SELECT sum(amount_minor)::bigint AS total FROM added WHERE account = $2) AS m "
+        "WHERE id = $3 AND currency = $4 AND m.total IS NOT NULL RETURNING merchants.id)"
+    )
+
+
+_BOOKED: Final = (
+    "(SELECT coalesce(json_agg(json_build_array(account, kind, ref)), '[]'::json) FROM added), "
+    "(SELECT count(*) FROM moved)"
+)
 
 
 _MOVE: Final = (
