@@ -11,11 +11,11 @@ batch took 10 ms of wall time while the SMPP sessions, the submitter and the wri
 their turns in between. The reply waited for all of it.
 
 On PostgreSQL each statement is also a round trip to the server (0.25-0.3 ms on an idle
-machine, twice that under load), whatever its work: a batch of the usual kind is BEGIN, four
-statements and COMMIT. Its guards and the routing of its MOs are read and written in one
-(``mo_guards.py``), the MOs inserted in one, the revenue booked with the first draw of codes
-in one (``ledger.book_mo_revenues_and_insert``), and the replies inserted, already claimed
-for the link, with the MOs' outcomes in one (``services/mo.py``).
+machine, twice that under load), whatever its work: a batch of the usual kind is BEGIN, three
+statements and COMMIT. Its guards and its MOs (not routed yet) are inserted, and the short
+numbers that route them read, in one (``mo_guards.py``); the revenue is booked with the first
+draw of codes in one (``ledger.book_mo_revenues_and_insert``); the replies are inserted,
+already claimed for the link, with the MOs' routes and outcomes in one (``services/mo.py``).
 
 How: the very coroutines of the ordinary path run against :class:`DirectSession`, a stand-in
 for the ``AsyncSession`` that offers only what ``row_sets.execute`` needs: the dialect, and

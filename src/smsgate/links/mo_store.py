@@ -139,13 +139,26 @@ async def _store_whole(
         for mo, message_id in zip(mos, message_ids, strict=True)
         if mo.part.smsc_id is None
     ]
+    incomings = [
+        _incoming(operator_id, message_id, mo.part, mo.text)
+        for mo, message_id in zip(mos, message_ids, strict=True)
+    ]
     guards: dict[str, int] | None = None
-    numbers: dict[tuple[str, str], ShortNumberView] | None = None
+    numbers: mo_guards.NumbersRead | None = None
+    inserted: mo_guards.MosInserted | None = None
     if len({mo.connection_id for mo in guarded}) > 1:
         await confirm_acks(session, list(confirmed))
     else:
-        guards, numbers = await mo_guards.new_guards(
-            session, operator_id, mos, guarded, guard_rows, now - redelivery_window, confirmed
+        guards, numbers, inserted = await mo_guards.new_guards(
+            session,
+            operator_id,
+            mos,
+            guarded,
+            guard_rows,
+            now - redelivery_window,
+            confirmed,
+            incomings,
+            now,
         )
     if guards is None:
         return [
@@ -162,14 +175,7 @@ async def _store_whole(
             for mo in mos
         ], None
     outcomes, queued = await (receive_mos_claiming if claim else _receive_mos)(
-        session,
-        [
-            _incoming(operator_id, message_id, mo.part, mo.text)
-            for mo, message_id in zip(mos, message_ids, strict=True)
-        ],
-        now=now,
-        handlers=handlers,
-        numbers=numbers,
+        session, incomings, now=now, handlers=handlers, numbers=numbers, inserted=inserted
     )
     stored = [
         StoredMo(outcome, guards.get(message_id))
@@ -185,8 +191,11 @@ async def _receive_mos(
     now: datetime,
     handlers: Mapping[str, MoHandler],
     numbers: Mapping[tuple[str, str], ShortNumberView] | None,
+    inserted: Mapping[tuple[str, str], int] | None,
 ) -> tuple[list[MoOutcome], list[QueuedMt]]:
-    outcomes = await receive_mos(session, incomings, now=now, handlers=handlers, numbers=numbers)
+    outcomes = await receive_mos(
+        session, incomings, now=now, handlers=handlers, numbers=numbers, inserted=inserted
+    )
     return outcomes, []
 
 

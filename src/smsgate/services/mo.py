@@ -106,7 +106,9 @@ class Reply:
 @runtime_checkable
 class MoBatchHandler(Protocol):
     """A service type's reaction to the MOs of a batch routed to its services (issue codes,
-    ...). It runs inside the MOs' transaction, writes what it owns and must not commit."""
+    ...). It runs inside the MOs' transaction, writes what it owns and must not commit. The
+    MOs' rows may not show their routes yet (:func:`unrouted_rows`): it reads the
+    :class:`RoutedMo` given, not them."""
 
     async def handle_batch(
         self, session: AsyncSession, mos: Sequence[RoutedMo], now: datetime
@@ -141,15 +143,18 @@ async def receive_mos(
     now: datetime,
     handlers: Mapping[str, MoHandler],
     numbers: Mapping[tuple[str, str], ShortNumberView] | None = None,
+    inserted: Mapping[tuple[str, str], int] | None = None,
 ) -> list[MoOutcome]:
     """Store, route and handle MOs in the caller's transaction; one outcome per MO, in order.
 
     An MO whose (operator, operator message id) is stored already, before or earlier in
     ``incomings``, is a duplicate: it gets the stored MO's outcome and changes nothing.
     ``numbers``: the short numbers of the MOs (``mo_routing.py``) when the caller has read
-    them in this transaction already.
+    them in this transaction already; ``inserted``: the MOs' ids by (operator id, operator
+    message id) when the caller has inserted their rows (:func:`unrouted_rows`) in this
+    transaction already, those left out being duplicates.
     """
-    outcomes, _ = await _receive(session, incomings, now, handlers, numbers, claim=False)
+    outcomes, _ = await _receive(session, incomings, now, handlers, numbers, inserted, claim=False)
     return outcomes
 
 
@@ -160,10 +165,26 @@ async def receive_mos_claiming(
     now: datetime,
     handlers: Mapping[str, MoHandler],
     numbers: Mapping[tuple[str, str], ShortNumberView] | None = None,
+    inserted: Mapping[tuple[str, str], int] | None = None,
 ) -> tuple[list[MoOutcome], list[QueuedMt]]:
     """:func:`receive_mos`, the replies it queues written claimed for the caller to send
     (``queue_replies``); MTs a one-at-a-time handler queued are left to claim."""
-    return await _receive(session, incomings, now, handlers, numbers, claim=True)
+    return await _receive(session, incomings, now, handlers, numbers, inserted, claim=True)
+
+
+def unrouted_rows(incomings: Sequence[IncomingMo], now: datetime) -> list[dict[str, Any]]:
+    """The rows of ``incomings`` (the first copy of each) as an MO to no known number is
+    stored, for a caller to insert (as :data:`MO_TABLE`, :data:`MO_COLUMNS`, ignoring the
+    duplicates of (operator id, operator message id)) with a statement of its own: one round
+    trip less on PostgreSQL. :func:`receive_mos` (``inserted``) writes their routes."""
+    return [_mo_row(mo, None, None, now) for mo in _firsts(incomings).values()]
+
+
+def _firsts(incomings: Sequence[IncomingMo]) -> dict[tuple[str, str], IncomingMo]:
+    firsts: dict[tuple[str, str], IncomingMo] = {}
+    for mo in incomings:
+        firsts.setdefault((mo.operator_id, mo.operator_message_id), mo)
+    return firsts
 
 
 async def _receive(
@@ -172,6 +193,7 @@ async def _receive(
     now: datetime,
     handlers: Mapping[str, MoHandler],
     numbers: Mapping[tuple[str, str], ShortNumberView] | None,
+    inserted: Mapping[tuple[str, str], int] | None,
     *,
     claim: bool,
 ) -> tuple[list[MoOutcome], list[QueuedMt]]:
@@ -184,19 +206,28 @@ async def _receive(
         numbers = await load_short_numbers(
             connection, {(mo.operator_id, mo.short_number) for mo in incomings}
         )
-    firsts: dict[tuple[str, str], IncomingMo] = {}
-    for mo in incomings:
-        firsts.setdefault((mo.operator_id, mo.operator_message_id), mo)
+    firsts = _firsts(incomings)
     routes = {key: _route(numbers, mo) for key, mo in firsts.items()}
-    inserted = await insert_rows(
-        connection,
-        _MO,
-        [_mo_row(mo, *routes[key], now) for key, mo in firsts.items()],
-        columns=_MO_COLUMNS,
-        conflict=("operator_id", "operator_message_id"),
-        returning=("operator_id", "operator_message_id", "id"),
-    )
-    new_ids = {(op, message_id): mo_id for op, message_id, mo_id in inserted}
+    # Routes left to write: those of MOs the caller inserted as unrouted.
+    unwritten: dict[int, dict[str, Any]] = {}
+    if inserted is None:
+        new_ids = {
+            (op, message_id): mo_id
+            for op, message_id, mo_id in await insert_rows(
+                connection,
+                _MO,
+                [_mo_row(mo, *routes[key], now) for key, mo in firsts.items()],
+                columns=_MO_COLUMNS,
+                conflict=("operator_id", "operator_message_id"),
+                returning=("operator_id", "operator_message_id", "id"),
+            )
+        }
+    else:
+        new_ids = dict(inserted)
+        unwritten = {
+            mo_id: {"id": mo_id, **_mo_row(firsts[key], *routes[key], now)}
+            for key, mo_id in new_ids.items()
+        }
     outcomes = await _stored_before([key for key in firsts if key not in new_ids], session)
     routed: dict[str, list[RoutedMo]] = {}
     replies: dict[int, tuple[NewMt, str | None]] = {}
@@ -212,12 +243,22 @@ async def _receive(
         outcomes[key] = MoOutcome(mo_id, False, "unrouted", None)
         if number is not None and number.default_reply:
             replies[mo_id] = (_reply_mt(mo, Reply(number.default_reply)), None)
-    changed = await _handle(session, routed, handlers, now)
     item_types = {
         service_type
         for service_type in routed
         if service_type in handlers and not isinstance(handlers[service_type], MoBatchHandler)
     }
+    if unwritten and (item_types or connection.dialect.name == "sqlite"):
+        # A one-at-a-time handler reads its MO as stored: the routes are written first.
+        await update_rows(
+            connection,
+            _MO,
+            [{name: row[name] for name in ("id", *_ROUTE_COLUMNS)} for row in unwritten.values()],
+            key="id",
+            columns=_ROUTE_COLUMNS,
+        )
+        unwritten = {}
+    changed = await _handle(session, routed, handlers, now)
     for routed_mo in changed:
         if routed_mo.reply is not None:
             mt = _reply_mt(routed_mo.incoming, routed_mo.reply)
@@ -231,7 +272,7 @@ async def _receive(
                 routed_mo.service.id,
                 item_handled=service_type in item_types,
             )
-    queued = await _write_replies(session, connection, changed, replies, now, claim)
+    queued = await _write_replies(session, connection, changed, replies, now, claim, unwritten)
     return _in_order(incomings, firsts, outcomes), queued
 
 
@@ -261,11 +302,16 @@ async def _write_replies(
     replies: Mapping[int, tuple[NewMt, str | None]],
     now: datetime,
     claim: bool,
+    unwritten: Mapping[int, Mapping[str, Any]],
 ) -> list[QueuedMt]:
-    """Queue the replies, then write the handled MOs' status and details (with MT ids)."""
+    """Queue the replies, then write the handled MOs' status and details (with MT ids), and
+    the ``unwritten`` routes (PostgreSQL)."""
     mts = {mo_id: mt for mo_id, (mt, _) in replies.items()}
     if connection.dialect.name != "sqlite":
-        return await _write_replies_postgresql(connection, changed, replies, mts, now, claim)
+        return await _write_replies_postgresql(
+            connection, changed, replies, mts, now, claim, unwritten
+        )
+    assert not unwritten
     queued = await queue_replies(session, mts, now=now, claimed=claim)
     mt_ids = {mt.mo_id: mt.id for mt in queued}
     for routed_mo in changed:
@@ -290,27 +336,32 @@ async def _write_replies_postgresql(
     mts: Mapping[int, NewMt],
     now: datetime,
     claim: bool,
+    unwritten: Mapping[int, Mapping[str, Any]],
 ) -> list[QueuedMt]:
     """The same rows in one statement (a round trip costs more than the work): the MOs'
     details get their reply's MT id in the database."""
-    if not changed and not mts:
+    if not changed and not mts and not unwritten:
         return []
     dialect = connection.dialect
-    mos = [
-        {
-            "id": mo.mo_id,
+    mos = {
+        mo_id: {**{name: row[name] for name in _ROUTE_COLUMNS}, "details": row["details"]}
+        for mo_id, row in unwritten.items()
+    }
+    for mo in changed:
+        mos[mo.mo_id] = {
             "status": mo.status,
             "details": mo.details,
             "mt_key": replies[mo.mo_id][1] if mo.mo_id in replies else None,
+            "service_id": mo.service.id,
+            "price_minor": mo.short_number.price_minor,
+            "currency": mo.short_number.currency,
         }
-        for mo in changed
-    ]
     rows = await execute(
         connection,
         _replies_and_mos_sql(dialect),
         (
             payload(dialect, MT_TABLE, REPLY_COLUMNS, reply_rows(mts, now=now, claimed=claim)),
-            json.dumps(mos, separators=(",", ":")),
+            json.dumps([{"id": mo_id, **mo} for mo_id, mo in mos.items()], separators=(",", ":")),
         ),
     )
     queued = [QueuedMt(*row) for row in rows]
@@ -331,8 +382,10 @@ def _replies_and_mos_sql(dialect: Dialect) -> str:
         f"WITH mt AS ({insert}), "  # noqa: S608 (constants and the table's column names)
         "mo AS (UPDATE mo_messages SET status = r.status, details = CASE "
         "WHEN r.mt_key IS NULL OR mt.id IS NULL THEN r.details "
-        "ELSE (r.details::jsonb || jsonb_build_object(r.mt_key, mt.id))::json END "
-        "FROM json_to_recordset($2::json) AS r(id bigint, status text, details json, mt_key text) "
+        "ELSE (r.details::jsonb || jsonb_build_object(r.mt_key, mt.id))::json END, "
+        "service_id = r.service_id, price_minor = r.price_minor, currency = r.currency "
+        "FROM json_to_recordset($2::json) AS r(id bigint, status text, details json, "
+        "mt_key text, service_id bigint, price_minor bigint, currency text) "
         "LEFT JOIN mt ON mt.mo_id = r.id WHERE mo_messages.id = r.id) "
         f"SELECT {', '.join(QUEUED_RETURNING)} FROM mt"
     )
@@ -368,6 +421,7 @@ def _route(
 
 
 _MO: Final = cast(Table, MoMessage.__table__)
+MO_TABLE: Final = _MO
 _MO_COLUMNS: Final = (
     "operator_id",
     "operator_message_id",
@@ -383,6 +437,9 @@ _MO_COLUMNS: Final = (
     "received_at",
     "details",
 )
+MO_COLUMNS: Final = _MO_COLUMNS
+# What routing decides of a stored MO (:func:`unrouted_rows`).
+_ROUTE_COLUMNS: Final = ("service_id", "status", "price_minor", "currency")
 
 
 def _mo_row(

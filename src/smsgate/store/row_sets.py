@@ -128,10 +128,14 @@ def insert_sql(
     conflict: Sequence[str] = (),
     returning: Sequence[str] = (),
     parameter: int = 1,
+    where: str = "true",
 ) -> str:
     """The statement of :func:`insert_rows`, its rows (:func:`payload`) the ``parameter``-th
-    parameter on PostgreSQL: a part of a larger statement (a data-modifying ``WITH``)."""
-    return _insert_sql(dialect, table, tuple(columns), tuple(conflict), tuple(returning), parameter)
+    parameter on PostgreSQL: a part of a larger statement (a data-modifying ``WITH``).
+    ``where``: a condition (constant SQL) on inserting the rows at all."""
+    return _insert_sql(
+        dialect, table, tuple(columns), tuple(conflict), tuple(returning), parameter, where
+    )
 
 
 def payload(
@@ -182,14 +186,17 @@ def _insert_sql(
     conflict: tuple[str, ...],
     returning: tuple[str, ...],
     parameter: int,
+    where: str = "true",
 ) -> str:
     _check_names(table, (*columns, *conflict, *returning))
     source, values = _source(dialect, table, columns, parameter)
     # Only the table's own column names are spliced in (checked above); values are bound.
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT {values} FROM {source}"  # noqa: S608
-    if conflict:
+    if conflict or where != "true":
         # SQLite needs the WHERE to parse ON CONFLICT after a SELECT (its "parsing ambiguity").
-        sql += f" WHERE true ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+        sql += f" WHERE {where}"
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
     if returning:
         sql += f" RETURNING {', '.join(returning)}"
     return sql
