@@ -49,6 +49,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smsgate.links.inline_sqlite import inline_sessions
+from smsgate.store.db import sqlite_lock_busy
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -269,7 +270,7 @@ class SqliteDirect(DirectStore):
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if _lock_busy(exc):
+            if sqlite_lock_busy(exc):
                 raise _WriteLockBusy from exc
             raise
         try:
@@ -278,17 +279,10 @@ class SqliteDirect(DirectStore):
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and _lock_busy(exc):
+            if sqlite_lock_busy(exc):
                 raise _WriteLockBusy from exc
             raise
         return result
-
-
-def _lock_busy(exc: sqlite3.OperationalError) -> bool:
-    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-    )
 
 
 def _close_sqlite(connections: list[sqlite3.Connection], executor: ThreadPoolExecutor) -> None:

@@ -42,6 +42,7 @@ from smsgate.services.check_batch import (
     lookups,
     stored_code,
 )
+from smsgate.store.db import sqlite_lock_busy
 
 
 class ServiceRow(NamedTuple):
@@ -176,13 +177,6 @@ class WriteLockBusy(Exception):
     """Another connection holds SQLite's write lock: the batch goes to the thread, which waits."""
 
 
-def _lock_busy(exc: sqlite3.OperationalError) -> bool:
-    return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (
-        sqlite3.SQLITE_BUSY,
-        sqlite3.SQLITE_LOCKED,
-    )
-
-
 class SqliteCheckStore:
     """The batches of one process, one after another.
 
@@ -282,7 +276,7 @@ class SqliteCheckStore:
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            if _lock_busy(exc):
+            if sqlite_lock_busy(exc):
                 raise WriteLockBusy from exc
             raise
         try:
@@ -308,7 +302,7 @@ class SqliteCheckStore:
         except BaseException as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            if isinstance(exc, sqlite3.OperationalError) and _lock_busy(exc):
+            if sqlite_lock_busy(exc):
                 raise WriteLockBusy from exc
             raise
         self._committed(len(batch))

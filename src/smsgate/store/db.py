@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from sqlalchemy import event
@@ -13,6 +14,14 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.pool import ConnectionPoolEntry
+
+
+def sqlite_lock_busy(exc: BaseException) -> bool:
+    """Whether ``exc`` is SQLite saying that another connection holds the lock it needs (a
+    connection with ``busy_timeout`` 0 gets this at once instead of waiting)."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    ) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def is_sqlite(url: str) -> bool:

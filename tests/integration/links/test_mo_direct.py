@@ -271,6 +271,7 @@ async def _all_answered(simulator: Simulator, phones: list[str]) -> bool:
     return all(simulator.inbox(phone) for phone in phones)
 
 
+@pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 async def test_a_batch_on_postgresql_takes_few_round_trips(
     sessionmaker: async_sessionmaker[AsyncSession],
     direct: DirectStore,
@@ -279,8 +280,7 @@ async def test_a_batch_on_postgresql_takes_few_round_trips(
     """Each statement is a round trip to the server (about 0.3 ms even idle): an MO batch of
     the usual kind (whole MOs to an access-code service, confirmed guards to delete) takes
     BEGIN, three statements and COMMIT (eleven before they were combined)."""
-    if not isinstance(direct, PostgresDirect):
-        pytest.skip("round trips are PostgreSQL's")
+    assert isinstance(direct, PostgresDirect)
     await _setup(sessionmaker)
     first, _ = await direct.run(_claiming(_mos(["359888000001"])))
     guard = first[0].ack_guard_id
