@@ -60,6 +60,7 @@ from smsgate.smpp import (
     Response,
     SmppSession,
 )
+from smsgate.store.db import sqlite_lock_busy
 
 log = logging.getLogger(__name__)
 S = CommandStatus
@@ -233,7 +234,14 @@ class Receiver:
             # One transaction for the whole batch; only when a PDU fails is the batch done
             # again with a savepoint per PDU, so that the failure sinks that PDU alone.
             try:
-                results, claimed = await self._store(batch, isolate=False)
+                try:
+                    results, claimed = await self._store(batch, isolate=False)
+                except Exception as exc:
+                    if not sqlite_lock_busy(exc):
+                        raise
+                    # The loop's connection found SQLite's write lock taken (another process
+                    # writing): the same batch the ordinary way, which waits for the lock.
+                    results, claimed = await self._store(batch, isolate=False, on_loop=False)
             except Exception:
                 results, claimed = await self._store(batch, isolate=True)
         except Exception as exc:
@@ -273,7 +281,7 @@ class Receiver:
             self._state.error(*result.error)
 
     async def _store(
-        self, batch: list[_Item], *, isolate: bool
+        self, batch: list[_Item], *, isolate: bool, on_loop: bool = True
     ) -> tuple[list[_Result], list[ClaimedMt]]:
         now = self._clock.now()
         receipts = [i for i, item in enumerate(batch) if is_receipt(item.pdu)]
@@ -285,7 +293,7 @@ class Receiver:
         waiting: list[str] = []
         # Receipts on the loop when the direct store offers it (inline_sqlite.py); when the
         # write lock is taken there, the isolated attempt goes the ordinary way.
-        direct = self._direct if not (mos or isolate) else None
+        direct = self._direct if on_loop and not (mos or isolate) else None
         inline = direct.receipt_sessions if direct is not None else None
         try:
             async with contextlib.AsyncExitStack() as stack:

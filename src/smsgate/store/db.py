@@ -18,9 +18,11 @@ from sqlalchemy.pool import ConnectionPoolEntry
 
 def sqlite_lock_busy(exc: BaseException) -> bool:
     """Whether ``exc`` is SQLite saying that another connection holds the lock it needs (a
-    connection with ``busy_timeout`` 0 gets this at once instead of waiting)."""
-    return isinstance(exc, sqlite3.OperationalError) and (
-        getattr(exc, "sqlite_errorcode", 0) & 0xFF
+    connection with ``busy_timeout`` 0 gets this at once instead of waiting), raised by the
+    driver or wrapped by SQLAlchemy."""
+    cause = getattr(exc, "orig", None) or exc
+    return isinstance(cause, sqlite3.OperationalError) and (
+        getattr(cause, "sqlite_errorcode", 0) & 0xFF
     ) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
