@@ -12,8 +12,8 @@ handset of its own; the latency of an MO is its reply's arrival minus its inject
     python bench/mo_reply.py --backends sqlite --profile /tmp/gw.prof   # cProfile the gateway
 
 Besides the latencies it prints the CPU time (user + system) per MO of the gateway, of this
-process (simulator and injector) and of the PostgreSQL server processes during the timed
-part, and the load average: the CPU figures depend less on what else the machine runs.
+process (simulator and injector) and of the bench database's PostgreSQL backends during the
+timed part, and the load average: the CPU figures depend less on what else the machine runs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,8 +29,16 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 import psutil
+from _support import (
+    cpu_seconds,
+    database_name,
+    free_port,
+    pg_admin,
+    postgres_cpu,
+    postgres_cpu_since,
+    postgres_url,
+)
 
 from smsgate.domain.provisioning import parse_toml
 from smsgate.services.provisioning import apply
@@ -40,7 +47,6 @@ from smsgate.simulator.config import config_from_document
 from smsgate.store.db import make_engine, make_sessionmaker
 from smsgate.store.migrate import upgrade
 
-PG_DSN = os.environ.get("SMSGATE_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")
 OPERATOR = "bench-op"
 PROVISIONING = """
 [[operators]]
@@ -78,12 +84,6 @@ reply_template = "Your code: {{code}}"
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def provision(database_url: str, smpp_port: int) -> None:
     await upgrade(database_url)
     engine = make_engine(database_url)
@@ -92,28 +92,6 @@ async def provision(database_url: str, smpp_port: int) -> None:
         await apply(make_sessionmaker(engine), document, actor="bench", now=datetime.now(UTC))
     finally:
         await engine.dispose()
-
-
-def cpu_seconds(process: psutil.Process) -> float:
-    try:
-        times = process.cpu_times()
-    except psutil.NoSuchProcess:
-        return 0.0
-    return float(times.user + times.system)
-
-
-def postgres_cpu() -> dict[int, float]:
-    """CPU seconds of each PostgreSQL server process (a backend that exits takes its share
-    with it, so the figure is a lower bound)."""
-    return {
-        process.pid: cpu_seconds(process)
-        for process in psutil.process_iter(["name"])
-        if (process.info.get("name") or "").startswith("postgres")
-    }
-
-
-def postgres_cpu_since(before: dict[int, float]) -> float:
-    return sum(cpu - before.get(pid, 0.0) for pid, cpu in postgres_cpu().items())
 
 
 def start_gateway(database_url: str, profile: str | None) -> subprocess.Popen[str]:
@@ -156,7 +134,8 @@ async def run(database_url: str, args: argparse.Namespace) -> list[float]:
         count = int(args.rate * args.seconds)
         sent: dict[str, datetime] = {}
         cpu_before = (cpu_seconds(gateway), cpu_seconds(ours))
-        postgres_before = postgres_cpu()
+        database = database_name(database_url)
+        postgres_before = postgres_cpu(database)
         started = time.perf_counter()
         for i in range(count):
             due = started + i / args.rate
@@ -169,7 +148,7 @@ async def run(database_url: str, args: argparse.Namespace) -> list[float]:
         achieved = count / (time.perf_counter() - started)
         arrived = await _replies(simulator, list(sent), 30)
         cpu_after = (cpu_seconds(gateway), cpu_seconds(ours))
-        pg = 1000 * postgres_cpu_since(postgres_before) / count
+        pg = 1000 * postgres_cpu_since(database, postgres_before) / count
         latencies = [(arrived[m] - sent[m]).total_seconds() * 1000 for m in sent if m in arrived]
         print(f"  injected {count} MOs at {achieved:.0f}/s; replies {len(latencies)}/{count}")
         gw, bench_ = (
@@ -215,27 +194,19 @@ async def bench(backend: str, args: argparse.Namespace) -> None:
         if backend == "sqlite":
             url = f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
         else:
-            await _pg_admin(f'CREATE DATABASE "{name}"')
-            url = f"postgresql+asyncpg://{PG_DSN.removeprefix('postgresql://')}/{name}"
+            await pg_admin(f'CREATE DATABASE "{name}"')
+            url = postgres_url(name)
         try:
             latencies = await run(url, args)
         finally:
             if backend == "postgres":
-                await _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     if latencies:
         print(
             f"  MO -> reply latency: p50 {percentile(latencies, 50):.1f} ms  "
             f"p95 {percentile(latencies, 95):.1f} ms  p99 {percentile(latencies, 99):.1f} ms  "
             f"max {max(latencies):.1f} ms  mean {statistics.fmean(latencies):.1f} ms"
         )
-
-
-async def _pg_admin(statement: str) -> None:
-    conn = await asyncpg.connect(f"{PG_DSN}/postgres")
-    try:
-        await conn.execute(statement)
-    finally:
-        await conn.close()
 
 
 def main() -> None:
