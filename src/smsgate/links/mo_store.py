@@ -42,10 +42,8 @@ from smsgate.services.mo import (
     MoHandler,
     MoOutcome,
     receive_mo,
-    receive_mos,
-    receive_mos_claiming,
+    receive_mos_with_replies,
 )
-from smsgate.services.mo_routing import ShortNumberView
 from smsgate.services.mt import QueuedMt
 from smsgate.store.conflicts import insert_if_absent
 from smsgate.store.models import MoFragment, MoUnconfirmedAck
@@ -116,7 +114,7 @@ async def _store_whole(
     claim: bool,
 ) -> tuple[list[StoredMo], list[QueuedMt] | None]:
     """:func:`store_whole_mos`; with ``claim``, the replies of the MOs stored as a batch are
-    written claimed (``receive_mos_claiming``), None when the MOs went one at a time."""
+    written claimed (``receive_mos_with_replies``), None when the MOs went one at a time."""
     if not mos:
         await confirm_acks(session, list(confirmed))
         return [], []
@@ -174,29 +172,20 @@ async def _store_whole(
             )
             for mo in mos
         ], None
-    outcomes, queued = await (receive_mos_claiming if claim else _receive_mos)(
-        session, incomings, now=now, handlers=handlers, numbers=numbers, inserted=inserted
+    outcomes, queued = await receive_mos_with_replies(
+        session,
+        incomings,
+        now=now,
+        handlers=handlers,
+        numbers=numbers,
+        inserted=inserted,
+        claim=claim,
     )
     stored = [
         StoredMo(outcome, guards.get(message_id))
         for outcome, message_id in zip(outcomes, message_ids, strict=True)
     ]
     return stored, queued
-
-
-async def _receive_mos(
-    session: AsyncSession,
-    incomings: Sequence[IncomingMo],
-    *,
-    now: datetime,
-    handlers: Mapping[str, MoHandler],
-    numbers: Mapping[tuple[str, str], ShortNumberView] | None,
-    inserted: Mapping[tuple[str, str], int] | None,
-) -> tuple[list[MoOutcome], list[QueuedMt]]:
-    outcomes = await receive_mos(
-        session, incomings, now=now, handlers=handlers, numbers=numbers, inserted=inserted
-    )
-    return outcomes, []
 
 
 async def store_and_claim(

@@ -158,7 +158,7 @@ async def receive_mos(
     return outcomes
 
 
-async def receive_mos_claiming(
+async def receive_mos_with_replies(
     session: AsyncSession,
     incomings: Sequence[IncomingMo],
     *,
@@ -166,10 +166,12 @@ async def receive_mos_claiming(
     handlers: Mapping[str, MoHandler],
     numbers: Mapping[tuple[str, str], ShortNumberView] | None = None,
     inserted: Mapping[tuple[str, str], int] | None = None,
+    claim: bool,
 ) -> tuple[list[MoOutcome], list[QueuedMt]]:
-    """:func:`receive_mos`, the replies it queues written claimed for the caller to send
-    (``queue_replies``); MTs a one-at-a-time handler queued are left to claim."""
-    return await _receive(session, incomings, now, handlers, numbers, inserted, claim=True)
+    """:func:`receive_mos`, and the replies it queued; with ``claim`` they are written claimed
+    for the caller to send (``queue_replies``). MTs a one-at-a-time handler queued are left to
+    claim."""
+    return await _receive(session, incomings, now, handlers, numbers, inserted, claim=claim)
 
 
 def unrouted_rows(incomings: Sequence[IncomingMo], now: datetime) -> list[dict[str, Any]]:
