@@ -49,7 +49,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from smsgate.links.inline_sqlite import inline_sessions
-from smsgate.store.db import sqlite_lock_busy
+from smsgate.store.db import SqliteWriteLockBusy, sqlite_write_transaction
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -168,10 +168,6 @@ MAX_ON_LOOP: Final = 16
 CHECKPOINT_EVERY: Final = 200
 
 
-class _WriteLockBusy(Exception):
-    """Another connection holds SQLite's write lock: the batch goes to the thread, which waits."""
-
-
 class SqliteDirect(DirectStore):
     """Transactions on one SQLite file, one after another.
 
@@ -216,7 +212,7 @@ class SqliteDirect(DirectStore):
             db = self._loop_db or self._connect_loop()
             try:
                 result = self._transaction(db, body)
-            except _WriteLockBusy:
+            except SqliteWriteLockBusy:
                 pass
             else:
                 self.committed()
@@ -265,24 +261,10 @@ class SqliteDirect(DirectStore):
             log.warning("WAL checkpoint failed", exc_info=True)
 
     def _transaction(self, db: sqlite3.Connection, body: Body[T]) -> T:
-        """``body`` in one transaction on ``db``; _WriteLockBusy (nothing written) when ``db``
-        gave up waiting for the write lock."""
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if sqlite_lock_busy(exc):
-                raise _WriteLockBusy from exc
-            raise
-        try:
-            result = _drive(body(_as_session(DirectConnection(self._dialect, sqlite=db))))
-            db.execute("COMMIT")
-        except BaseException as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            if sqlite_lock_busy(exc):
-                raise _WriteLockBusy from exc
-            raise
-        return result
+        """``body`` in one transaction on ``db``; SqliteWriteLockBusy (nothing written) when
+        ``db`` gave up waiting for the write lock."""
+        with sqlite_write_transaction(db):
+            return _drive(body(_as_session(DirectConnection(self._dialect, sqlite=db))))
 
 
 def _close_sqlite(connections: list[sqlite3.Connection], executor: ThreadPoolExecutor) -> None:

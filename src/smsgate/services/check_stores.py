@@ -42,7 +42,7 @@ from smsgate.services.check_batch import (
     lookups,
     stored_code,
 )
-from smsgate.store.db import sqlite_lock_busy
+from smsgate.store.db import SqliteWriteLockBusy, sqlite_write_transaction
 
 
 class ServiceRow(NamedTuple):
@@ -173,10 +173,6 @@ class Checkpointer:
 MAX_ON_LOOP: Final = 64
 
 
-class WriteLockBusy(Exception):
-    """Another connection holds SQLite's write lock: the batch goes to the thread, which waits."""
-
-
 class SqliteCheckStore:
     """The batches of one process, one after another.
 
@@ -206,7 +202,7 @@ class SqliteCheckStore:
         if len(batch) <= MAX_ON_LOOP:
             try:
                 return self._transaction(self._loop_db or self._connect_loop(), batch)
-            except WriteLockBusy:
+            except SqliteWriteLockBusy:
                 pass
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._on_thread, batch)
@@ -271,15 +267,9 @@ class SqliteCheckStore:
         return self._transaction(self._db or self._connect_thread(), batch)
 
     def _transaction(self, db: sqlite3.Connection, batch: list[PendingCheck]) -> list[CheckResult]:
-        """One batch in one transaction; WriteLockBusy (nothing written) when ``db`` gave up
-        waiting for the write lock."""
-        try:
-            db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if sqlite_lock_busy(exc):
-                raise WriteLockBusy from exc
-            raise
-        try:
+        """One batch in one transaction; SqliteWriteLockBusy (nothing written) when ``db`` gave
+        up waiting for the write lock."""
+        with sqlite_write_transaction(db):
             found: dict[tuple[int, str], StoredCode] = {}
             for service_id, codes in lookups(batch).items():
                 for row in db.execute(_SQLITE_FIND, (service_id, json.dumps(codes))):
@@ -298,13 +288,6 @@ class SqliteCheckStore:
                 _SQLITE_RECORD,
                 [check_row(c, r, sqlite_time) for c, r in zip(batch, results, strict=True)],
             )
-            db.execute("COMMIT")
-        except BaseException as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            if sqlite_lock_busy(exc):
-                raise WriteLockBusy from exc
-            raise
         self._committed(len(batch))
         return results
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import event
@@ -24,6 +26,32 @@ def sqlite_lock_busy(exc: BaseException) -> bool:
     return isinstance(cause, sqlite3.OperationalError) and (
         getattr(cause, "sqlite_errorcode", 0) & 0xFF
     ) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+class SqliteWriteLockBusy(Exception):
+    """Another connection holds SQLite's write lock and this one would not wait for it."""
+
+
+@contextmanager
+def sqlite_write_transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` on a stdlib connection (autocommit mode), rolled back
+    on any error; :class:`SqliteWriteLockBusy` (nothing written) when ``db`` gave up waiting
+    for the write lock."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        if sqlite_lock_busy(exc):
+            raise SqliteWriteLockBusy from exc
+        raise
+    try:
+        yield
+        db.execute("COMMIT")
+    except BaseException as exc:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        if sqlite_lock_busy(exc):
+            raise SqliteWriteLockBusy from exc
+        raise
 
 
 def is_sqlite(url: str) -> bool:
