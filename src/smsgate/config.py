@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     worker_poll_seconds: float = 0.2
     job_lease_seconds: float = 60.0
     job_max_attempts: int = 12
+    receipt_sweep_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="How often the worker applies receipts stored before their part was "
+        "written (HTTP intake, another process's link, a restart); 0 turns the sweep off.",
+    )
+    receipt_sweep_window_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Receipts received this long ago at most are swept; older unmatched "
+        "ones are left as they are.",
+    )
     public_url: str = Field(
         default="", description="Base URL merchants use to reach this gateway (for links)."
     )

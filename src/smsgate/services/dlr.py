@@ -2,8 +2,12 @@
 state, and tell the merchant.
 
 A receipt can arrive before the submit_sm_resp that tells us the operator's message id
-(DESIGN.md §2.2, immediate DLRs). Such a receipt is stored unmatched and applied the moment the
-link records the id (``apply_early_receipts``); it is never dropped or retried on a timer.
+(DESIGN.md §2.2, immediate DLRs). Such a receipt is stored unmatched, never dropped, and applied
+once its part is written, exactly once, by whichever comes first: the link that writes the part,
+when its own receiver stored the receipt (``apply_early_receipts``, in the transaction that
+writes the part), or the worker's sweep of recent unmatched receipts (services/dlr_sweep.py),
+which catches those that came through the HTTP intake, another process's link, or before a
+restart. Both take the reports they apply under a row lock (PostgreSQL) or SQLite's write lock.
 
 Receipts come in batches (a link hands over everything that arrived while its last
 transaction ran), so the work is done set-wise: one lookup of the parts, one insert of the
@@ -50,6 +54,9 @@ _UNMATCHED_REPORTS = select(
     _REPORTS.c.mt_part_id.is_(None),
     _REPORTS.c.operator_message_id.in_(bindparam("ids", expanding=True)),
 )
+# On PostgreSQL the reports are locked, and those a sweep holds are left to it: a report is
+# applied once (services/dlr_sweep.py). SQLite has no row locks; its write lock does the same.
+_UNMATCHED_REPORTS_LOCKED = _UNMATCHED_REPORTS.with_for_update(skip_locked=True)
 
 # The link's own outcomes of a submit, which notify_submit_outcomes reports.
 _SUBMIT_OUTCOMES: Final = frozenset({"submitted", "failed", "unknown"})
@@ -190,36 +197,59 @@ async def apply_early_receipts(
     """Apply the stored, unmatched receipts for these operator message ids, whose parts the
     link has just written; oldest receipt first. Returns how many were applied."""
     connection = await session.connection()
+    query = _UNMATCHED_REPORTS if connection.dialect.name == "sqlite" else _UNMATCHED_REPORTS_LOCKED
     wanted = list(dict.fromkeys(message_ids))
-    reports: list[Sequence[Any]] = []  # id, operator_message_id, state, error_code
+    reports: list[StoredReport] = []
     for start in range(0, len(wanted), CHUNK):
         rows = await fetch_rows(
-            connection,
-            _UNMATCHED_REPORTS,
-            {"operator_id": operator_id, "ids": wanted[start : start + CHUNK]},
+            connection, query, {"operator_id": operator_id, "ids": wanted[start : start + CHUNK]}
         )
-        reports.extend(rows)
+        reports.extend(StoredReport(row[0], operator_id, row[1], row[2], row[3]) for row in rows)
+    return await apply_stored_reports(session, reports, now=now)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredReport:
+    """A stored receipt not yet matched to its part."""
+
+    id: int
+    operator_id: str
+    operator_message_id: str
+    state: str
+    error_code: str
+
+
+async def apply_stored_reports(
+    session: AsyncSession, reports: Sequence[StoredReport], *, now: datetime
+) -> int:
+    """Match these unmatched reports to their parts and apply them, oldest first, by the rules
+    of a receipt that finds its part (``Batch.apply``); those whose part is still unknown stay
+    as they are. The caller has them to itself (locked, or under SQLite's write lock).
+    Returns how many were applied."""
     if not reports:
         return 0
-    reports.sort(key=lambda report: int(report[0]))
+    connection = await session.connection()
+    ordered = sorted({report.id: report for report in reports}.values(), key=lambda r: r.id)
     batch = Batch(now)
-    await batch.load_parts(connection, {(operator_id, report[1]) for report in reports})
+    await batch.load_parts(
+        connection, {(report.operator_id, report.operator_message_id) for report in ordered}
+    )
     matched = [
         (report, part)
-        for report in reports
-        if (part := batch.part(operator_id, report[1])) is not None
+        for report in ordered
+        if (part := batch.part(report.operator_id, report.operator_message_id)) is not None
     ]
     if not matched:
         return 0
     await update_rows(
         connection,
         _REPORTS,
-        [{"id": report[0], "mt_part_id": part.id} for report, part in matched],
+        [{"id": report.id, "mt_part_id": part.id} for report, part in matched],
         key="id",
         columns=("mt_part_id",),
     )
     for report, part in matched:
-        batch.apply(part, report[2], report[3])
+        batch.apply(part, report.state, report.error_code)
     await batch.write(session, connection)
     return len(matched)
 
@@ -265,7 +295,9 @@ __all__ = [
     "DLR_EVENT",
     "IncomingReceipt",
     "ReceiptOutcome",
+    "StoredReport",
     "apply_early_receipts",
+    "apply_stored_reports",
     "attach_operator_message_id",
     "callback_status",
     "notify_submit_outcomes",

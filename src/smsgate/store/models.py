@@ -241,12 +241,18 @@ class DeliveryReport(Base):
             "operator_message_id",
             "operator_id",
         ),
+        # A part's reports; and, with mt_part_id NULL, the receipts still waiting for their
+        # part by age, which the worker's sweep reads from the start of its window
+        # (services/dlr_sweep.py). Not a partial index beside one on mt_part_id alone: given
+        # both, SQLite and PostgreSQL take the latter for "mt_part_id IS NULL" and read every
+        # unmatched receipt ever stored (migration 0007).
+        Index("ix_delivery_reports_mt_part_id_received_at", "mt_part_id", "received_at"),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
     operator_id: Mapped[str] = mapped_column(String(64))
     operator_message_id: Mapped[str] = mapped_column(String(128))
-    mt_part_id: Mapped[int | None] = mapped_column(ForeignKey("mt_parts.id"), index=True)
+    mt_part_id: Mapped[int | None] = mapped_column(ForeignKey("mt_parts.id"))
     state: Mapped[str] = mapped_column(String(16))
     error_code: Mapped[str] = mapped_column(String(32), default="")
     received_at: Mapped[datetime]

@@ -16,6 +16,10 @@ Batch handlers (``handler.BatchHandler``, the webhook sender): their kinds are c
 ``max_batched`` such jobs are in hand at once, so the next batch is claimed while the last
 one is still sending.
 
+Receipts stored before their part was written are applied by a sweep that runs beside the
+loop every ``receipt_sweep_seconds`` (worker/receipt_sweep.py; ``receipt_sweep_seconds=0``
+leaves it to other workers).
+
 Stopping: ``stop()`` ends claiming; ``run()`` returns once the running jobs finish, or after
 ``drain_seconds``, when the rest are cancelled and given back to the queue (``release``).
 """
@@ -40,6 +44,7 @@ from smsgate.store import jobs
 from smsgate.store.jobs import ClaimedJob
 from smsgate.worker.batches import Batch, run_batch
 from smsgate.worker.handler import BatchHandler, Handler, JobContext, PermanentJobError
+from smsgate.worker.receipt_sweep import ReceiptSweep
 from smsgate.worker.webhook_sender import DELIVER_KIND, WEBHOOK_RETRY, WebhookSender
 
 log = logging.getLogger("smsgate.worker")
@@ -86,6 +91,7 @@ class Worker:
         drain_seconds: float = 25.0,
         metrics_interval_seconds: float = 15.0,
         keep_done_seconds: float | None = 7 * 24 * 3600.0,
+        receipt_sweep_seconds: float | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         settings = runtime.settings
@@ -130,6 +136,20 @@ class Worker:
         self._saturated = False
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        sweep_seconds = (
+            settings.receipt_sweep_seconds
+            if receipt_sweep_seconds is None
+            else receipt_sweep_seconds
+        )
+        self.receipt_sweep = (
+            ReceiptSweep(
+                runtime,
+                interval_seconds=sweep_seconds,
+                window_seconds=settings.receipt_sweep_window_seconds,
+            )
+            if sweep_seconds > 0
+            else None
+        )
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -168,6 +188,8 @@ class Worker:
         self._wake = asyncio.Event()
         unsubscribe = jobs.on_jobs_committed(self.nudge)
         watcher = asyncio.create_task(self._watch_runtime_nudge())
+        sweep = self.receipt_sweep
+        sweeping = asyncio.create_task(sweep.run()) if sweep is not None else None
         last_metrics = 0.0
         log.info("worker %s started: kinds %s", self.worker_id, sorted(self._handlers))
         try:
@@ -209,6 +231,9 @@ class Worker:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            if sweep is not None and sweeping is not None:
+                sweep.stop()
+                await sweeping
             await self._drain()
             await self._close_handlers()
             log.info("worker %s stopped", self.worker_id)
