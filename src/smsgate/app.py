@@ -25,6 +25,9 @@ from smsgate.store.migrate import upgrade
 
 log = logging.getLogger("smsgate")
 
+# How long the parts of a stopping gateway get to finish what they are doing.
+STOP_GRACE_SECONDS = 30.0
+
 
 def build_runtime(
     settings: Settings, clock: Clock | None = None, engine: AsyncEngine | None = None
@@ -138,8 +141,40 @@ async def run_components(components: list[Component]) -> None:
         result = component.stop()
         if result is not None:
             await result
-    await asyncio.wait(tasks, timeout=30)
+    _, stuck = await asyncio.wait(tasks, timeout=STOP_GRACE_SECONDS)
     waiter.cancel()
+    if stuck:
+        # Say where each part hangs before giving up on it: a shutdown that stalls is
+        # otherwise seen only as a process the supervisor has to kill.
+        for task in stuck:
+            log.error(
+                "%s did not stop within %s s; cancelling it, it waits at:\n%s",
+                task.get_name(),
+                STOP_GRACE_SECONDS,
+                _where(task),
+            )
+            task.cancel()
+        await asyncio.wait(stuck, timeout=5)
+
+
+def _where(task: asyncio.Task[None]) -> str:
+    """Where ``task`` is suspended, outermost first: the chain of coroutines it awaits, then
+    what it waits for, into another task's chain when that is a task."""
+    lines: list[str] = []
+    current: asyncio.Future[Any] | None = task
+    for _ in range(50):  # tasks awaiting tasks: a short chain; this only bounds a surprise
+        if not isinstance(current, asyncio.Task):
+            if current is not None:
+                lines.append(f"  awaiting {current!r:.200}\n")
+            break
+        awaited: Any = current.get_coro()
+        while frame := getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None):
+            code = frame.f_code
+            lines.append(f'  File "{code.co_filename}", line {frame.f_lineno}, in {code.co_name}\n')
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        # What the innermost await waits for: asyncio keeps it on the task (no public API).
+        current = getattr(current, "_fut_waiter", None)
+    return "".join(lines) or "  (no frame)\n"
 
 
 async def serve(

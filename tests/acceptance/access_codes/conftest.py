@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import httpx2
 import pytest
 
-from smsgate.app import build_runtime, make_components, run_components
+from smsgate.app import STOP_GRACE_SECONDS, build_runtime, make_components, run_components
 from smsgate.config import Settings
 from smsgate.domain.clock import FakeClock
 from smsgate.domain.provisioning import ProvisioningDocument, parse_toml
@@ -134,6 +134,7 @@ async def world(database_url: str) -> AsyncIterator[World]:
             stopped = component.stop()
             if stopped is not None:
                 await stopped
-        await asyncio.wait_for(running, 30)
+        # Past the gateway's own grace, so that a part that hangs is named in the log.
+        await asyncio.wait_for(running, STOP_GRACE_SECONDS + 10)
         await simulator.stop()
         await runtime.engine.dispose()
