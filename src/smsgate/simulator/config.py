@@ -52,6 +52,8 @@ class SimulatorOptions:
     ``inbox_limit``: messages kept per handset, oldest dropped first; 0 keeps none (benchmarks).
     ``default_balance_minor``: a new handset's balance; ``None`` means charges never fail for
     want of money until a balance is set.
+    ``window``: deliver_sm (receipts and MOs) sent to one ESME session and not yet answered, at
+    most; 1 plays an SMSC that sends the next only after the ESME's response.
     """
 
     gateway_url: str | None = None
@@ -62,6 +64,11 @@ class SimulatorOptions:
     pending_receipts_limit: int = 100_000
     mo_message_ids: bool = False  # name MO parts with receipted_message_id, as some SMSCs do
     first_message_id: int = 0x2000_0000
+    window: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError("window must be at least 1")
 
 
 @dataclass(frozen=True, slots=True)

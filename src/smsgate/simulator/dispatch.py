@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 3
 RETRY_AFTER = 1.0  # seconds
+LATENCIES_KEPT = 100_000
 
 
 class Receivers(Protocol):
@@ -42,6 +43,7 @@ class PendingReceipt:
     tracked: Tracked | None = None
     preferred: SmppSession | None = None
     attempts: int = 0
+    sent_at: float = 0.0  # loop time of the last attempt's deliver_sm
 
 
 # (due, order, receipt): tuples compare in C, and ``order`` is unique, so the receipts
@@ -69,6 +71,9 @@ class ReceiptDispatcher:
         self._task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self.counters = ReceiptCounters()
+        # Seconds from each acknowledged receipt's deliver_sm to its response, the latest
+        # LATENCIES_KEPT: how long the ESME takes to answer (benchmarks).
+        self.latencies: deque[float] = deque(maxlen=LATENCIES_KEPT)
 
     @property
     def pending(self) -> int:
@@ -169,6 +174,7 @@ class ReceiptDispatcher:
             self._retry(item)
             return
         self.counters.sent += 1
+        item.sent_at = self._loop.time()
         future.add_done_callback(self._acknowledged(item))
 
     def _acknowledged(self, item: PendingReceipt) -> Callable[[asyncio.Future[Any]], None]:
@@ -178,6 +184,7 @@ class ReceiptDispatcher:
             error = future.exception()
             if error is None and future.result().command_status == 0:
                 self.counters.acknowledged += 1
+                self.latencies.append(self._loop.time() - item.sent_at)
                 return
             if error is not None and not isinstance(error, SessionError):
                 log.warning("receipt for %s: %s", item.operator, error)

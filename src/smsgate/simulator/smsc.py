@@ -66,7 +66,8 @@ log = logging.getLogger(__name__)
 S = CommandStatus
 
 SMSC_SYSTEM_ID = "smsgate-sim"
-# Many receipts may be in flight to a fast ESME; its own window limits what it sends us.
+# Many receipts may be in flight to a fast ESME (SimulatorOptions.window); its own window
+# limits what it sends us.
 SESSION_CONFIG = SessionConfig(window=1000, handler_concurrency=1024)
 _RECEIVING = (BindState.BOUND_RX, BindState.BOUND_TRX)
 _BIND_RESPONSES: dict[type[BindRequest[Any]], type[BindResponse]] = {
@@ -83,7 +84,8 @@ class NoReceiver(Exception):
 class Smsc:
     def __init__(self, state: SimState, *, session_config: SessionConfig | None = None) -> None:
         self.state = state
-        self.session_config = session_config or SESSION_CONFIG
+        window = state.config.options.window
+        self.session_config = session_config or replace(SESSION_CONFIG, window=window)
         self.dispatcher = ReceiptDispatcher(self, limit=state.config.options.pending_receipts_limit)
         self.connections: set[Connection] = set()
         self._by_operator: dict[str, list[Connection]] = {}

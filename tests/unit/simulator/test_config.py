@@ -94,3 +94,10 @@ def test_toml_syntax_errors_are_config_errors(tmp_path: Path) -> None:
     path.write_text("[[operators]\n")
     with pytest.raises(ConfigError, match="syntax"):
         load_config(path)
+
+
+def test_the_window_of_deliveries_is_at_least_one() -> None:
+    assert SimulatorOptions().window == 1000
+    assert SimulatorOptions(window=1).window == 1
+    with pytest.raises(ValueError, match="window"):
+        SimulatorOptions(window=0)
