@@ -4,7 +4,8 @@ The session hands each deliver_sm (or data_sm) to :meth:`Receiver.handle`, which
 waits. A single task takes everything queued, processes it in one transaction (a savepoint
 per PDU, so one bad PDU does not sink the rest), commits, and only then releases the
 handlers, whose responses the session writes: nothing is acknowledged before it is durable
-(DESIGN.md §2.1), and a burst of receipts costs one commit, not one per receipt.
+(DESIGN.md §2.1), and a burst of receipts costs one commit, not one per receipt (receipts
+gather until their stream pauses or the SMSC's window is full: ``receipt_gathering.py``).
 
 Answers: ESME_ROK once committed. When the database fails, ESME_RX_T_APPN (SMPP 3.4 §5.1.3,
 temporary application error): the SMSC keeps the message and delivers it again later. A
@@ -41,6 +42,7 @@ from smsgate.links.ack_guards import ConfirmedGuards
 from smsgate.links.incoming import is_receipt, read_mo, read_receipt
 from smsgate.links.mo_direct import DirectStore, NotDirect
 from smsgate.links.pdus import ClaimedMt
+from smsgate.links.receipt_gathering import DeliverWindows
 from smsgate.links.settings import LinkSettings
 from smsgate.links.state import LINK_DELIVER_SM, LinkState
 from smsgate.links.writer import MtOutcome, ResultWriter
@@ -65,9 +67,6 @@ from smsgate.store.db import sqlite_lock_busy
 log = logging.getLogger(__name__)
 S = CommandStatus
 MAX_BATCH: Final = 500
-# Receipts are answered only after their batch commits, so the SMSC's window (often 10 to
-# 100 unanswered PDUs) caps the receipts a link takes to about a window per gather.
-GATHER_SECONDS: Final = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +123,7 @@ class Receiver:
         self._receipt_queue: list[_Item] = []
         self._mo_task: asyncio.Task[None] | None = None
         self._receipt_task: asyncio.Task[None] | None = None
+        self._windows = DeliverWindows()
         self._guards = ConfirmedGuards(
             sessions, state, settings.response_timeout_seconds, lambda: self._mo_task
         )
@@ -141,6 +141,7 @@ class Receiver:
         async def handle(pdu: IncomingPdu) -> Response | None:
             if isinstance(pdu, DeliverSm | DataSm):
                 item = _Item(pdu, session, connection_id)
+                self._windows.arrived(session)
                 if is_receipt(pdu):
                     self._receipt_queue.append(item)
                     if self._receipt_task is None or self._receipt_task.done():
@@ -150,7 +151,10 @@ class Receiver:
                     self._mo_queue.append(item)
                     if self._mo_task is None or self._mo_task.done():
                         self._mo_task = asyncio.get_running_loop().create_task(self._run_mos())
-                return await item.future
+                try:
+                    return await item.future
+                finally:
+                    self._windows.answered(session)
             if isinstance(pdu, AlertNotification | Outbind):
                 return None  # §4.12, §4.1.7: notifications; nothing to answer
             raise PduError(S.ESME_RINVCMDID, f"{pdu.command_id.name} is not for an ESME")
@@ -181,10 +185,8 @@ class Receiver:
 
     async def _run_receipts(self) -> None:
         while self._receipt_queue:
-            if len(self._receipt_queue) < MAX_BATCH // 4:
-                # Let a few milliseconds of receipts gather: one transaction (and one flush of
-                # the submit outcomes) for many instead of one each when they trickle in.
-                await asyncio.sleep(GATHER_SECONDS)
+            # Until the stream pauses or the SMSC's window is full (receipt_gathering.py).
+            await self._windows.gather(self._receipt_queue, MAX_BATCH // 4)
             batch = self._receipt_queue[:MAX_BATCH]
             del self._receipt_queue[:MAX_BATCH]
             await self._process(batch)

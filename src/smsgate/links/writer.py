@@ -34,8 +34,10 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH: Final = 2000
 MAX_EARLY_RECEIPTS: Final = 100_000
-# Short: an accepted MT whose outcome a crash catches unwritten is `unknown` after the restart
-# (receipts, which the SMSC sends again until answered, may gather longer: receiver.py).
+# Short: an accepted MT whose outcome a crash catches unwritten is `unknown` after the restart.
+# No window waits on it (unlike receipts, answered after their commit: receiver.py): a submit's
+# place in the window is free at its submit_sm_resp, and a batch of receipts takes the outcomes
+# gathered so far (``take``).
 GATHER_SECONDS: Final = 0.01
 _CHUNK: Final = 500  # ids per IN (...) list
 _WRITE_ATTEMPTS: Final = 5
