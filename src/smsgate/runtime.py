@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from smsgate.config import Settings
 from smsgate.domain.clock import Clock, SystemClock
 from smsgate.services.mo import MoHandler
+from smsgate.store.db import make_read_sessionmaker
 
 
 class Nudge:
@@ -43,6 +44,11 @@ class Runtime:
     mo_handlers: dict[str, MoHandler] = field(default_factory=dict)
     jobs_nudge: Nudge = field(default_factory=Nudge)
     mt_nudge: Nudge = field(default_factory=Nudge)
+    # Sessions that only read (store/db.make_read_sessionmaker), on the same engine.
+    read_sessions: async_sessionmaker[AsyncSession] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.read_sessions = make_read_sessionmaker(self.engine)
 
     def wake_workers(self) -> None:
         self.jobs_nudge.wake()

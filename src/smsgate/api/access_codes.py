@@ -359,7 +359,7 @@ async def get_codes(
     """Newest first. ``status`` is as of now (``expired``: out of time; ``used``: out of uses)."""
     await _own_service(request, service_id, merchant.id)
     flt = CodeFilter(_aware(since), _aware(until), msisdn, status, code)
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         page = await list_codes(
             session, service_id, flt, now=runtime.clock.now(), limit=limit, before_id=before_id
         )
@@ -391,7 +391,7 @@ async def get_code_checks(
     """Newest first; ``msisdn`` matches the phone number of the code that was checked."""
     await _own_service(request, service_id, merchant.id)
     flt = CheckFilter(_aware(since), _aware(until), answer, msisdn, code_id)
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         page = await list_checks(session, service_id, flt, limit=limit, before_id=before_id)
     return CheckPage(
         items=[CheckOut.model_validate(row, from_attributes=True) for row in page.items],

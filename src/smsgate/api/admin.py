@@ -170,7 +170,7 @@ async def apply_document(
 
 @router.get("/operators", response_model=Page[OperatorOut])
 async def list_operators(runtime: RuntimeDep) -> Page[OperatorOut]:
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         rows = (await session.scalars(select(Operator).order_by(Operator.id))).all()
     return Page(
         items=[
@@ -197,7 +197,7 @@ async def list_operators(runtime: RuntimeDep) -> Page[OperatorOut]:
 
 @router.get("/short-numbers", response_model=Page[ShortNumberOut])
 async def list_short_numbers(runtime: RuntimeDep) -> Page[ShortNumberOut]:
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         query = select(ShortNumber).order_by(ShortNumber.number, ShortNumber.operator_id)
         rows = (await session.scalars(query)).all()
     return Page(
@@ -237,7 +237,7 @@ def _merchant_out(m: Merchant) -> MerchantOut:
 
 @router.get("/merchants", response_model=Page[MerchantOut])
 async def list_merchants(runtime: RuntimeDep) -> Page[MerchantOut]:
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         rows = (await session.scalars(select(Merchant).order_by(Merchant.id))).all()
     return Page(items=[_merchant_out(m) for m in rows])
 
@@ -246,7 +246,7 @@ async def list_merchants(runtime: RuntimeDep) -> Page[MerchantOut]:
 async def list_services(
     runtime: RuntimeDep, merchant: Annotated[int | None, Query(ge=1, le=money.MAX_MINOR)] = None
 ) -> Page[ServiceOut]:
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         query = select(Service).order_by(Service.id)
         if merchant is not None:
             query = query.where(Service.merchant_id == merchant)
@@ -330,7 +330,7 @@ async def _merchant(session: AsyncSession, merchant_id: int) -> Merchant:
 
 @router.get("/merchants/{merchant_id}/balance", response_model=BalanceOut)
 async def merchant_balance(merchant_id: IdPath, runtime: RuntimeDep) -> BalanceOut:
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         m = await _merchant(session, merchant_id)
         summed = await ledger.balance(session, merchant_id)
     available = m.balance_minor + m.credit_minor
@@ -355,7 +355,7 @@ async def merchant_ledger(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     before: BeforeQuery = None,
 ) -> Page[LedgerEntryOut]:
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         await _merchant(session, merchant_id)
         rows = await ledger.list_entries(
             session, account=ledger.merchant_account(merchant_id), limit=limit, before_id=before
@@ -447,7 +447,7 @@ async def list_audit(
     entity: Annotated[str | None, Query(max_length=32)] = None,
     entity_id: Annotated[str | None, Query(max_length=64)] = None,
 ) -> Page[AuditOut]:
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         records = await audit.list_records(
             session, limit=limit, before_id=before, entity=entity, entity_id=entity_id
         )

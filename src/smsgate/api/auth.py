@@ -55,7 +55,7 @@ async def authenticate_merchant(
         raise _unauthorized("Send the API key as 'Authorization: Bearer <key>' or 'X-API-Key'.")
     if len(presented) > MAX_KEY_LENGTH:
         raise _unauthorized("The API key is not valid.")
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         row = (
             await session.execute(
                 select(Merchant.id, Merchant.login, Merchant.currency, Merchant.status).where(

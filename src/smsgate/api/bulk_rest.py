@@ -95,7 +95,7 @@ class KeyOwners:
         known = self._known.get(digest)
         if known is not None and now - known[1] < KEY_MEMORY_SECONDS:
             return known[0]
-        async with runtime.sessions() as session:
+        async with runtime.read_sessions() as session:
             found = await session.scalar(select(Merchant.id).where(Merchant.api_key_hash == digest))
         if found is None:
             self._known.pop(digest, None)
@@ -425,7 +425,7 @@ def _detail_out(view: MessageView) -> MessageDetailOut:
 async def get_message(
     message_id: Annotated[int, Path(ge=1, le=MAX_ID)], runtime: RuntimeDep, merchant_id: MerchantId
 ) -> MessageDetailOut:
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         view = await load_message(session, message_id, merchant_id=merchant_id)
     if view is None:
         raise Problem(404, "Not found", "No such message for this merchant.")
@@ -453,7 +453,7 @@ class OptOutList(BaseModel):
 async def _own_bulk_service(runtime: Runtime, service_id: int, merchant_id: int) -> None:
     if not 0 < service_id <= MAX_ID:  # beyond BIGINT: no such service, not a database error
         raise Problem(404, "Unknown service", "No such bulk service for this merchant.")
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         found = await session.scalar(
             select(Service.id).where(
                 Service.id == service_id,
@@ -534,7 +534,7 @@ async def list_opt_outs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> OptOutList:
     await _own_bulk_service(runtime, service_id, merchant_id)
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         entries = await optouts.list_opt_outs(session, service_id, limit=limit, after=after)
     items = [OptOutOut(msisdn=e.msisdn, reason=e.reason, at=e.at) for e in entries]
     return OptOutList(items=items, next_after=items[-1].msisdn if len(items) == limit else None)

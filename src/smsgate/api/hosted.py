@@ -83,7 +83,7 @@ async def _hosted_service(request: Request, service_id: int) -> ServiceView | No
 
 
 async def _routes(runtime: Runtime, service_id: int, keyword: str) -> list[Route]:
-    async with runtime.sessions() as session:
+    async with runtime.read_sessions() as session:
         rows = (
             await session.execute(
                 select(ShortNumber)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
@@ -70,11 +70,22 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
     cursor.close()
 
 
-def _sqlite_begin_immediate(conn: Any) -> None:
+# The execution option that marks a connection's transactions as reads (make_read_sessionmaker).
+READ_ONLY: Final = "smsgate_read_only"
+
+
+def _sqlite_begin(conn: Any) -> None:
     # A deferred transaction that reads, then writes, can fail with "database is locked"
     # without waiting; taking the write lock at BEGIN makes writers queue up behind
-    # busy_timeout instead. Reads in SQLite WAL never block on it.
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    # busy_timeout instead. A read session's transaction is deferred: in WAL it reads a
+    # snapshot and never waits for the write lock, and query_only makes a write in it fail
+    # at once rather than succeed or fail by the timing of other writers.
+    reading = bool(conn.get_execution_options().get(READ_ONLY, False))
+    info = conn.connection.info  # lives as long as the pooled DBAPI connection
+    if info.get("query_only", False) != reading:
+        conn.exec_driver_sql(f"PRAGMA query_only={int(reading)}")
+        info["query_only"] = reading
+    conn.exec_driver_sql("BEGIN" if reading else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
@@ -88,7 +99,7 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             "connect",
             lambda dbapi_conn, _rec: setattr(dbapi_conn, "isolation_level", None),
         )
-        event.listen(engine.sync_engine, "begin", _sqlite_begin_immediate)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
         return engine
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
@@ -98,3 +109,13 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def make_read_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions for reading only, on ``engine``'s pool: on SQLite their transactions do not
+    take the write lock (so a read never queues behind writers) and refuse to write; on
+    PostgreSQL they are ``READ ONLY`` transactions."""
+    options: dict[str, Any] = {READ_ONLY: True}
+    if engine.dialect.name == "postgresql":
+        options["postgresql_readonly"] = True
+    return async_sessionmaker(engine.execution_options(**options), expire_on_commit=False)
