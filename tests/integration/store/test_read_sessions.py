@@ -52,7 +52,7 @@ async def test_a_read_does_not_wait_for_the_write_lock(engine: AsyncEngine) -> N
 async def test_a_read_session_refuses_to_write_and_leaves_the_connection_writable(
     engine: AsyncEngine,
 ) -> None:
-    with pytest.raises(DBAPIError, match="(?i)read-?only"):
+    with pytest.raises(DBAPIError, match=r"(?i)read-?only"):
         async with make_read_sessionmaker(engine)() as session, session.begin():
             session.add(merchant(99))
     # The same pooled connections serve writers again, and readers after them.
