@@ -23,7 +23,7 @@ from datetime import timedelta
 from typing import Final
 
 from smsgate.runtime import Runtime
-from smsgate.services.dlr_sweep import BATCH, MAX_BATCHES, apply_waiting_receipts
+from smsgate.services.dlr_sweep import BATCH, apply_waiting_receipts, waiting_receipts
 
 log = logging.getLogger("smsgate.worker")
 
@@ -45,17 +45,15 @@ class ReceiptSweep:
     async def sweep(self, *, full: bool = True) -> int:
         """One sweep: every waiting receipt of the window (``full``) or of its recent part,
         in transactions of up to ``BATCH``; returns how many were applied."""
+        since = self._runtime.clock.now() - (self._window if full else self._recent)
+        async with self._runtime.sessions.begin() as session:
+            waiting = await waiting_receipts(session, since=since)
         applied = 0
-        for _ in range(MAX_BATCHES):
-            now = self._runtime.clock.now()
-            since = now - (self._window if full else self._recent)
+        for start in range(0, len(waiting), BATCH):
             async with self._runtime.sessions.begin() as session:
-                count, more = await apply_waiting_receipts(
-                    session, since=since, now=now, limit=BATCH
+                applied += await apply_waiting_receipts(
+                    session, waiting[start : start + BATCH], now=self._runtime.clock.now()
                 )
-            applied += count
-            if not more:
-                break
         if applied:
             self.applied += applied
             log.info("applied %d receipts that came before their parts were written", applied)
