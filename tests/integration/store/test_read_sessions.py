@@ -5,27 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
+from tests.factories import add_merchant
 
 from smsgate.store.db import make_read_sessionmaker, make_sessionmaker
 from smsgate.store.models import Merchant
 
 
-def merchant(merchant_id: int) -> Merchant:
-    now = datetime.now(UTC)
-    return Merchant(
-        id=merchant_id,
-        login=f"m{merchant_id}",
-        password_hash="x",
-        currency="BGN",
-        created_at=now,
-        updated_at=now,
-    )
+async def add_merchants(engine: AsyncEngine, *merchant_ids: int) -> None:
+    async with make_sessionmaker(engine)() as session, session.begin():
+        for merchant_id in merchant_ids:
+            await add_merchant(session, merchant_id)
 
 
 async def count_merchants(engine: AsyncEngine) -> int:
@@ -35,8 +29,7 @@ async def count_merchants(engine: AsyncEngine) -> int:
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)  # PostgreSQL readers never wait
 async def test_a_read_does_not_wait_for_the_write_lock(engine: AsyncEngine) -> None:
-    async with make_sessionmaker(engine)() as session, session.begin():
-        session.add(merchant(1))
+    await add_merchants(engine, 1)
     assert engine.url.database is not None
     holder = sqlite3.connect(engine.url.database, isolation_level=None)
     try:
@@ -54,12 +47,10 @@ async def test_a_read_session_refuses_to_write_and_leaves_the_connection_writabl
 ) -> None:
     with pytest.raises(DBAPIError, match=r"(?i)read-?only"):
         async with make_read_sessionmaker(engine)() as session, session.begin():
-            session.add(merchant(99))
+            await add_merchant(session, 99)
     # The same pooled connections serve writers again, and readers after them.
     for merchant_id in (1, 2, 3):
-        async with make_sessionmaker(engine)() as session, session.begin():
-            session.add(merchant(merchant_id))
+        await add_merchants(engine, merchant_id)
     assert await count_merchants(engine) == 3
-    async with make_sessionmaker(engine)() as session, session.begin():
-        session.add(merchant(4))
+    await add_merchants(engine, 4)
     assert await count_merchants(engine) == 4
