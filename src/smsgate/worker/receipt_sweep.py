@@ -46,7 +46,8 @@ class ReceiptSweep:
         """One sweep: every waiting receipt of the window (``full``) or of its recent part,
         in transactions of up to ``BATCH``; returns how many were applied."""
         since = self._runtime.clock.now() - (self._window if full else self._recent)
-        async with self._runtime.sessions.begin() as session:
+        # A read: on SQLite it takes no write lock, so an idle sweep never holds up a writer.
+        async with self._runtime.read_sessions.begin() as session:
             waiting = await waiting_receipts(session, since=since)
         applied = 0
         for start in range(0, len(waiting), BATCH):
