@@ -12,7 +12,7 @@
   per connection by asyncpg's cache), optimistic (:class:`PostgresCheckStore`): the batch's
   codes are read without locks, and each use is written only if its code is still as read,
   together with the check rows, in one statement through ``unnest`` of arrays: two round
-  trips a batch, whatever its size, and up to three batches at once. The checks of a code
+  trips a batch, whatever its size, one batch at a time. The checks of a code
   that another process used in between are decided again with the codes read
   ``FOR UPDATE``, in the order of their ids (so two processes cannot deadlock).
 """
@@ -350,7 +350,13 @@ _PG_RECORD: Final = (
     "SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[],"
     " $5::text[], $6::text[], $7::text[], $8::text[])"
 )
-PG_POOL_SIZE: Final = 3
+# One batch at a time: the checks that arrive while it waits for the server form the next,
+# larger one. With three at once the batches were a third the size and each check cost the
+# server and the gateway about half as much again (bench/check_code.py: 0.15 against 0.08 ms
+# of PostgreSQL's CPU a check; docs/benchmarks.md). The second connection serves the
+# service reads, which must not wait behind a batch.
+PG_BATCHES_IN_FLIGHT: Final = 1
+PG_POOL_SIZE: Final = 2
 
 
 def _same(when: datetime) -> datetime:
@@ -376,7 +382,7 @@ class PostgresCheckStore:
     not recorded by that statement; they are decided again, under ``FOR UPDATE`` locks.
     Uses are exact either way: a use is written only over the state it was decided on."""
 
-    batches_in_flight = PG_POOL_SIZE
+    batches_in_flight = PG_BATCHES_IN_FLIGHT
 
     def __init__(self, url: URL) -> None:
         self._dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
