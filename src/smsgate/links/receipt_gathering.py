@@ -46,6 +46,7 @@ class DeliverWindows:
 
     def __init__(self) -> None:
         self._windows: weakref.WeakKeyDictionary[object, _Window] = weakref.WeakKeyDictionary()
+        self.started_on_full_window = 0  # batches started at once: nothing more could come
 
     def arrived(self, session: object) -> None:
         window = self._windows.setdefault(session, _Window())
@@ -68,7 +69,10 @@ class DeliverWindows:
         """Return when the receipts in ``queue`` (which grows meanwhile) should be stored."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GATHER_SECONDS
-        while len(queue) < enough and not self.full(queue):
+        while len(queue) < enough:
+            if self.full(queue):
+                self.started_on_full_window += 1
+                return
             seen = len(queue)
             rest = deadline - loop.time()
             if rest <= 0:

@@ -20,7 +20,8 @@ on the direct path when there is one (``mo_direct.py``: the transaction in one h
 
 Receipts and submit outcomes are written under the link's write lock. Without it, on
 PostgreSQL, a receipt and the submit_sm_resp of its part could commit at the same moment,
-each transaction not seeing the other's row, and the receipt would never be matched.
+each transaction not seeing the other's row, and the receipt would wait for the worker's
+sweep of early receipts (services/dlr_sweep.py) instead of being applied with its part.
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ class Receiver:
         )
         self.batches = 0
         self.direct_batches = 0  # of them, done on the direct path (for tests and benchmarks)
+
+    @property
+    def receipt_windows(self) -> DeliverWindows:
+        """The deliver_sm each session has unanswered, and how receipt batches started."""
+        return self._windows
 
     @property
     def direct(self) -> DirectStore | None:

@@ -116,9 +116,10 @@ class ResultWriter:
         self._writing: asyncio.Task[None] | None = None  # a transaction of ours under way
         self._loop_sessions: async_sessionmaker[AsyncSession] | None = None
         self._loop_committed: Callable[[], None] = lambda: None
-        # Ids of receipts stored before their part was known (reported by the receiver under
-        # the lock), oldest first. A receipt stored before a restart cannot be waiting: its
-        # part was either written before the restart, or its MT became unknown.
+        # Ids of receipts this link's receiver stored before their part was known (reported
+        # under the lock), oldest first: applied with the part, at once. Receipts that came
+        # another way (HTTP intake, another process, before a restart) are the worker's
+        # sweep's (services/dlr_sweep.py).
         self._early_receipts: dict[str, None] = {}
         self.batches = 0  # transactions written, for tests and benchmarks
 
