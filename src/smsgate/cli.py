@@ -52,6 +52,9 @@ def simulator_command(
     mo_message_ids: bool = typer.Option(
         False, "--mo-message-ids", help="Name MO parts with receipted_message_id."
     ),
+    window: int = typer.Option(
+        1000, "--window", help="deliver_sm left unanswered per session (1: one at a time)."
+    ),
     log_level: str = typer.Option("INFO", "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
     """Run the built-in operator simulator: an SMSC over SMPP and its HTTP control API."""
@@ -71,6 +74,9 @@ def simulator_command(
         # A wrong option, not a wrong file: say which option.
         typer.echo(f"--dlr-outcome/--dlr-delay-ms: {exc}", err=True)
         raise typer.Exit(2) from None
+    if window < 1:
+        typer.echo("--window: at least 1", err=True)
+        raise typer.Exit(2)
     try:
         options = SimulatorOptions(
             gateway_url=gateway_url,
@@ -78,6 +84,7 @@ def simulator_command(
             dlr=dlr,
             inbox_limit=max(inbox_limit, 0),
             mo_message_ids=mo_message_ids,
+            window=window,
         )
         loaded = load_config(config, options)
     except ConfigError as exc:
