@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 
-from smsgate.links.receipt_gathering import GATHER_SECONDS, IDLE_SECONDS, DeliverWindows
+import pytest
+
+from smsgate.links import receipt_gathering
+from smsgate.links.receipt_gathering import GATHER_SECONDS, POLL_SECONDS, DeliverWindows
 
 
 class Session:
@@ -28,17 +31,41 @@ async def test_a_full_window_starts_the_batch_at_once() -> None:
     windows, session = DeliverWindows(), Session()
     windows.arrived(session)
     assert windows.full([Queued(session)])
-    assert await _timed(windows, [Queued(session)]) < IDLE_SECONDS / 2
+    assert await _timed(windows, [Queued(session)]) < POLL_SECONDS / 2
 
 
-async def test_a_pause_starts_the_batch_when_the_window_has_room() -> None:
+async def test_a_trickle_waits_for_company_when_the_window_has_room() -> None:
     windows, session = DeliverWindows(), Session()
     for _ in range(3):
         windows.arrived(session)
     windows.answered(session)  # the SMSC showed a window of 3; 2 unanswered now
     queue = [Queued(session), Queued(session)]
     assert not windows.full(queue)
-    assert IDLE_SECONDS <= await _timed(windows, queue) < GATHER_SECONDS
+    assert GATHER_SECONDS <= await _timed(windows, queue) < 5 * GATHER_SECONDS
+    assert windows.started_on_full_window == 0
+
+
+async def test_a_window_that_fills_meanwhile_starts_the_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A long gather, so that a start at its end cannot pass for a start when the window filled.
+    monkeypatch.setattr(receipt_gathering, "GATHER_SECONDS", 1.0)
+    windows, session = DeliverWindows(), Session()
+    for _ in range(3):
+        windows.arrived(session)
+    windows.answered(session)  # a window of 3 with room for one more
+    queue = [Queued(session), Queued(session)]
+
+    async def the_last_one() -> None:
+        await asyncio.sleep(0.01)
+        windows.arrived(session)
+        queue.append(Queued(session))
+
+    arriving = asyncio.create_task(the_last_one())
+    elapsed = await _timed(windows, queue)
+    await arriving
+    assert 0.01 <= elapsed < 0.5
+    assert windows.started_on_full_window == 1
 
 
 async def test_a_stream_gathers_until_the_cap() -> None:
@@ -50,7 +77,7 @@ async def test_a_stream_gathers_until_the_cap() -> None:
 
     async def stream() -> None:
         while True:
-            await asyncio.sleep(IDLE_SECONDS / 4)
+            await asyncio.sleep(POLL_SECONDS / 4)
             queue.append(Queued(session))
 
     feeder = asyncio.create_task(stream())
@@ -67,7 +94,7 @@ async def test_enough_receipts_start_the_batch_at_once() -> None:
     for _ in range(10):
         windows.arrived(session)
     windows.answered(session)
-    assert await _timed(windows, [Queued(session)] * 5, enough=5) < IDLE_SECONDS / 2
+    assert await _timed(windows, [Queued(session)] * 5, enough=5) < POLL_SECONDS / 2
 
 
 async def test_every_session_must_be_full() -> None:
