@@ -10,8 +10,8 @@ a number per MO: the short numbers and services of the whole batch are read at o
 operator message id, is a duplicate and changes nothing), each service type handles all its
 MOs at once (:class:`MoBatchHandler`), the replies are queued in one statement and the MOs'
 outcomes written in one more (on PostgreSQL both in one: a round trip to the server costs
-more than the work; ``mo_replies.py``). A handler that takes one MO at a time (:data:`MoItemHandler`)
-is still called once per MO, with the ORM objects.
+more than the work; ``mo_replies.py``). A handler that takes one MO at a time
+(:data:`MoItemHandler`) is still called once per MO, with the ORM objects.
 """
 
 from __future__ import annotations
