@@ -47,7 +47,6 @@ from smsgate.store.ledger import (
     book_mo_revenues_and_insert,
 )
 from smsgate.store.models import AccessCode
-from smsgate.store.row_sets import insert_rows
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +105,7 @@ async def issue_codes(
         if draw == 0:
             _, inserted = await book_mo_revenues_and_insert(session, sales, now=now, also=codes)
         else:
-            inserted = await insert_rows(
-                connection,
-                codes.table,
-                codes.rows,
-                columns=codes.columns,
-                conflict=codes.conflict,
-                returning=codes.returning,
-            )
+            inserted = await codes.insert(connection)
         for service_id, code, code_id in inserted:
             index = drawn[(service_id, code)]
             issued[index] = IssuedCode(int(code_id), code, states[index])

@@ -10,7 +10,7 @@ from typing import Any, Final, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from smsgate.domain.money import Split, split_gross
 from smsgate.store.ledger.accounts import (
@@ -115,6 +115,17 @@ class AlsoInsert:
     conflict: Sequence[str] = ()
     returning: Sequence[str] = ()
 
+    async def insert(self, connection: AsyncConnection) -> list[tuple[Any, ...]]:
+        """The rows inserted on their own, in the caller's transaction."""
+        return await insert_rows(
+            connection,
+            self.table,
+            self.rows,
+            columns=self.columns,
+            conflict=self.conflict,
+            returning=self.returning,
+        )
+
 
 async def book_mo_revenues(session: AsyncSession, sales: Sequence[MoSale], *, now: datetime) -> int:
     """:func:`book_mo_revenue` for many MOs at once: every entry in one statement, then one
@@ -158,14 +169,7 @@ async def book_mo_revenues_and_insert(
     booked = await _book(session, rows)
     if also is None:
         return booked, []
-    return booked, await insert_rows(
-        connection,
-        also.table,
-        also.rows,
-        columns=also.columns,
-        conflict=also.conflict,
-        returning=also.returning,
-    )
+    return booked, await also.insert(connection)
 
 
 def _entry_rows(
