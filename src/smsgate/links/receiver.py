@@ -5,7 +5,7 @@ waits. A single task takes everything queued, processes it in one transaction (a
 per PDU, so one bad PDU does not sink the rest), commits, and only then releases the
 handlers, whose responses the session writes: nothing is acknowledged before it is durable
 (DESIGN.md §2.1), and a burst of receipts costs one commit, not one per receipt (receipts
-gather until their stream pauses or the SMSC's window is full: ``receipt_gathering.py``).
+gather until the SMSC's window is full, or for 10 ms at most: ``receipt_gathering.py``).
 
 Answers: ESME_ROK once committed. When the database fails, ESME_RX_T_APPN (SMPP 3.4 §5.1.3,
 temporary application error): the SMSC keeps the message and delivers it again later. A
@@ -191,7 +191,7 @@ class Receiver:
 
     async def _run_receipts(self) -> None:
         while self._receipt_queue:
-            # Until the stream pauses or the SMSC's window is full (receipt_gathering.py).
+            # Until the SMSC's window is full, or for 10 ms at most (receipt_gathering.py).
             await self._windows.gather(self._receipt_queue, MAX_BATCH // 4)
             batch = self._receipt_queue[:MAX_BATCH]
             del self._receipt_queue[:MAX_BATCH]
